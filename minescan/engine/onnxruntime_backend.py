@@ -1,0 +1,87 @@
+"""The default backend: ONNX Runtime, CPU execution provider.
+
+The session is created once per model with explicit thread settings (intra-op
+threads default to the machine's cores; ONNX Runtime's own default spins more
+threads than a 2-core CI machine has) and the model is checked against the
+OD API contract before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from minescan.engine.contract import OUTPUT_NAMES, ContractError, TensorSpec, check_contract
+from minescan.engine.detections import TileDetections, from_normalized
+from minescan.engine.detector import check_tiles, split_batch
+from minescan.engine.metadata import MetadataError, parse_metadata
+from minescan.errors import MinescanError
+
+
+class ModelLoadError(MinescanError):
+    """A model file is missing or cannot be read."""
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    dtype = arg.type[len("tensor(") : -1] if arg.type.startswith("tensor(") else arg.type
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or []))
+    return TensorSpec(arg.name, dtype, shape)
+
+
+def default_threads() -> int:
+    """Intra-op threads: the cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OnnxRuntimeDetector:
+    """A contract-checked model on ONNX Runtime's CPU provider."""
+
+    backend = "onnxruntime-cpu"
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, max_batch: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for every kind of bad file
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({reason})") from exc
+        self.path = path
+        self.signature = check_contract(
+            str(path),
+            [_spec(a) for a in self._session.get_inputs()],
+            [_spec(a) for a in self._session.get_outputs()],
+        )
+        try:
+            self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
+        except MetadataError as exc:
+            raise ContractError(f"{path}: {exc}") from exc
+        self._max_batch = self.signature.batch or max_batch
+
+    def detect(self, tiles: np.ndarray, score_threshold: float = 0.0) -> list[TileDetections]:
+        """Detections for each tile of a uint8 [B, H, W, 3] batch, split to the model's batch size."""
+        check_tiles(tiles, self.signature)
+        height, width = tiles.shape[1:3]
+        results: list[TileDetections] = []
+        for chunk in split_batch(tiles, self._max_batch):
+            boxes, scores, classes, counts = self._session.run(list(OUTPUT_NAMES), {"input_tensor": chunk})
+            if boxes.shape[0] != len(chunk) or boxes.ndim != 3 or boxes.shape[2] != 4:
+                raise ContractError(
+                    f"{self.path}: detection_boxes came back {list(boxes.shape)} for a batch of {len(chunk)}"
+                )
+            for i in range(len(chunk)):
+                results.append(
+                    from_normalized(boxes[i], scores[i], classes[i], counts[i], height, width, score_threshold)
+                )
+        return results

@@ -1,0 +1,67 @@
+"""The TF Object Detection API label map (``label_map.pbtxt``).
+
+The OD API keeps class names outside the SavedModel, in a text protobuf of
+``item { id: 1 name: 'illegal_mining' }`` entries whose ids are the 1-based
+``detection_classes`` values.  Users keep it next to (or one level above) the
+exported ``saved_model`` directory; the exporter reads it into the ONNX
+metadata so a scan needs no separate labels file.  The format is parsed with a
+small regex rather than the OD API's protobuf definitions, which would pull in
+the whole OD API.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping
+
+from minescan.export.errors import ExportError
+
+LABEL_MAP_NAME = "label_map.pbtxt"
+
+_ITEM = re.compile(r"item\s*\{([^}]*)\}", re.DOTALL)
+_FIELD = re.compile(r"""(\w+)\s*:\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))""")
+
+
+def parse_label_map(text: str, source: str = "label map") -> dict[int, str]:
+    """Class id → name from label map text; ``display_name`` wins over ``name`` as in the OD API."""
+    labels: dict[int, str] = {}
+    for item in _ITEM.finditer(text):
+        fields = {m.group(1): next(g for g in m.groups()[1:] if g is not None) for m in _FIELD.finditer(item.group(1))}
+        if "id" not in fields or not fields["id"].lstrip("-").isdigit():
+            raise ExportError(f"{source}: item without an integer id: {item.group(0).split()!r}")
+        class_id = int(fields["id"])
+        name = fields.get("display_name", fields.get("name"))
+        if class_id < 1 or name is None:
+            raise ExportError(f"{source}: item {class_id} needs id >= 1 and a name: {item.group(0).split()!r}")
+        if class_id in labels:
+            raise ExportError(f"{source}: class id {class_id} appears twice")
+        labels[class_id] = name
+    if not labels:
+        raise ExportError(f"{source}: no 'item {{ id: ... name: ... }}' entries")
+    return labels
+
+
+def read_label_map(path: str | Path) -> dict[int, str]:
+    """Class id → name from a ``label_map.pbtxt`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ExportError(f"cannot read label map {path}: {exc.strerror}") from exc
+    return parse_label_map(text, str(path))
+
+
+def find_label_map(saved_model_dir: str | Path, levels: int = 2) -> Path | None:
+    """The ``label_map.pbtxt`` in ``saved_model_dir`` or up to ``levels`` directories above it."""
+    directory = Path(saved_model_dir).resolve()
+    for candidate in [directory, *directory.parents][: levels + 1]:
+        if (candidate / LABEL_MAP_NAME).is_file():
+            return candidate / LABEL_MAP_NAME
+    return None
+
+
+def write_label_map(path: str | Path, labels: Mapping[int, str]) -> None:
+    """Write ``labels`` in the OD API's label map format."""
+    items = (f"item {{\n  id: {class_id}\n  name: '{name}'\n}}\n" for class_id, name in sorted(labels.items()))
+    Path(path).write_text("".join(items), encoding="utf-8")
