@@ -1,0 +1,32 @@
+"""Export a TF Object Detection API SavedModel to ONNX and check the export.
+
+:func:`export_onnx` converts a SavedModel whose ``serving_default`` meets the
+detector contract (:mod:`minescan.export.contract`) into an ONNX file with
+exactly the contract's outputs and minescan's metadata; :func:`verify_export`
+runs both on the same tiles and reports how closely they agree.
+:mod:`minescan.export.fixture_model` builds a random-weight Faster R-CNN
+SavedModel for tests and benchmarks.
+
+TensorFlow and tf2onnx (the ``export`` extra) are imported only when a
+SavedModel is loaded or converted, so importing this package does not need
+them.
+"""
+
+from minescan.export.convert import DEFAULT_PREPROCESSING, ExportReport, export_onnx
+from minescan.export.detections import Detections, run_onnx, run_saved_model, synthetic_tiles
+from minescan.export.errors import ExportError
+from minescan.export.verify import ParityReport, compare_detections, verify_export
+
+__all__ = [
+    "DEFAULT_PREPROCESSING",
+    "Detections",
+    "ExportError",
+    "ExportReport",
+    "ParityReport",
+    "compare_detections",
+    "export_onnx",
+    "run_onnx",
+    "run_saved_model",
+    "synthetic_tiles",
+    "verify_export",
+]

@@ -234,7 +234,9 @@ class _FasterRCNN(tf.Module):
 
         def padded(values: tf.Tensor) -> tf.Tensor:
             padding = [[0, self.max_detections - count]] + [[0, 0]] * (len(values.shape) - 1)
-            return tf.pad(values, padding)
+            result = tf.pad(values, padding)
+            result.set_shape([self.max_detections, *values.shape[1:]])  # static K, as in OD API exports
+            return result
 
         return {
             "detection_boxes": padded(tf.gather(boxes, keep)),

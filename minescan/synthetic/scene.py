@@ -66,6 +66,11 @@ class Truth:
     boxes: np.ndarray
     classes: np.ndarray
 
+    @classmethod
+    def of(cls, boxes: list[tuple[int, int, int, int]], classes: list[int] | None = None) -> "Truth":
+        """Truth from a list of pixel boxes; class 1 unless ``classes`` says otherwise."""
+        return cls(np.array(boxes, np.float64).reshape(-1, 4), np.array(classes or [1] * len(boxes), np.int32))
+
 
 def _nodata(spec: SceneSpec, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """The swath edge: pixels left of a slanted line are nodata."""
@@ -84,7 +89,7 @@ def _place(spec: SceneSpec, rng: np.random.Generator) -> Truth:
     while len(boxes) < spec.objects and attempts < spec.objects * 200:
         attempts += 1
         w, h = rng.integers(spec.min_size, spec.max_size + 1, 2)
-        kind = len(boxes) % 6
+        kind = attempts % 6  # rotate per attempt: a kind whose places are all taken must not stall the rest
         x = int(rng.integers(0, spec.width - w))
         y = int(rng.integers(0, spec.height - h))
         if kind == 1 and cuts_x:  # across a vertical tile border
@@ -122,10 +127,13 @@ def _upsample(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, cell: int) -
     return (a * (1 - wx) + b * wx) * (1 - wy) + (c * (1 - wx) + d * wx) * wy
 
 
-def write_scene(path: str | os.PathLike[str], spec: SceneSpec = SceneSpec()) -> Truth:
-    """Generate the scene described by ``spec`` at ``path`` (tiled, DEFLATE GeoTIFF); return its truth."""
+def write_scene(path: str | os.PathLike[str], spec: SceneSpec = SceneSpec(), truth: Truth | None = None) -> Truth:
+    """Generate the scene described by ``spec`` at ``path`` (tiled, DEFLATE GeoTIFF); return its truth.
+
+    ``truth`` places exactly those objects instead of random ones.
+    """
     rng = np.random.default_rng(spec.seed)
-    truth = _place(spec, rng)
+    truth = truth if truth is not None else _place(spec, rng)
     patches = rng.integers(0, len(_COVERS), (spec.height // 64 + 1, spec.width // 64 + 1))
     variation = _smooth_noise(rng, spec, 48)
     profile = dict(

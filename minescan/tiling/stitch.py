@@ -26,8 +26,10 @@ Exactness: when the overlap is at least the object's size (plus the edge
 tolerance), some tile holds the object whole and away from its interior
 edges (see :mod:`minescan.tiling.grid`); that whole box is kept, and every
 other copy matches it inside the shared window, so the object is reported
-exactly once, as the whole box.  Boxes from the same tile never suppress
-each other: the model has already decided between them.
+exactly once, as the whole box.  Boxes of one class from the same tile
+never suppress each other: the model has already decided between them.
+With ``class_agnostic``, boxes of different classes match by the same rule,
+within a tile too, and the better-placed box keeps its class.
 """
 
 from __future__ import annotations
@@ -174,8 +176,11 @@ class Stitcher:
             match = None
             for k in candidates:
                 obj = objects[k]
-                if tiles[i] in obj.tiles or (not s.class_agnostic and obj.klass != classes[i]):
+                same_class = obj.klass == classes[i]
+                if not (same_class or s.class_agnostic):
                     continue
+                if tiles[i] in obj.tiles and same_class:
+                    continue  # the model already chose between its own boxes of one class
                 inside = _area(_intersection(boxes[i], obj.box)) / max(areas[i], 1e-9)
                 if same_object(boxes[i], windows[i], obj.box, obj.window, s.iou_threshold) or (
                     cut[i] and inside >= s.containment

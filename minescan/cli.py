@@ -1,0 +1,148 @@
+"""The ``minescan`` command line.
+
+Faults in user input (:class:`~minescan.errors.MinescanError`) print one line
+on stderr and exit 1; ``--verbose`` adds the traceback.  Ctrl-C exits 130;
+result files are written atomically, so nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from minescan import __version__
+from minescan.errors import MinescanError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _bands(value: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1-based band indexes like 3,2,1, got {value!r}") from None
+    if len(bands) != 3:
+        raise argparse.ArgumentTypeError(f"expected 3 band indexes (red, green, blue), got {value!r}")
+    return bands
+
+
+def _percentiles(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH percentiles like 2,98, got {value!r}") from None
+    return low, high
+
+
+def _positive(kind):
+    def parse(value: str):
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+
+    return parse
+
+
+def _add_scan_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiling and radiometry")
+    g.add_argument("--bands", type=_bands, help="1-based red,green,blue band indexes, e.g. 3,2,1 for a B02,B03,B04,B08 stack "
+                   "(default: from the model, else colour interpretation or B04/B03/B02 descriptions)")
+    g.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's fixed size, else 640)")
+    g.add_argument("--overlap", type=int, default=128, help="tile overlap in px; objects up to this size are stitched exactly (default 128)")
+    g.add_argument("--gain", type=_positive(float), help="true-colour gain on reflectance for uint16 scenes (default 2.5)")
+    g.add_argument("--offset", type=float, help="added to DN before /10000, e.g. -1000 for L2A baseline >= 04.00 (default 0)")
+    g.add_argument("--stretch", type=_percentiles, metavar="LOW,HIGH", help="scene-wide percentile stretch instead of the gain, e.g. 2,98")
+    g.add_argument("--nodata", type=float, help="nodata value (default: the raster's own)")
+    d = p.add_argument_group("detection")
+    d.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
+    d.add_argument("--batch", type=_positive(int), default=4, help="tiles per inference batch (default 4)")
+    d.add_argument("--threads", type=_positive(int), help="ONNX Runtime intra-op threads (default: all cores)")
+    d.add_argument("--iou", type=float, default=0.5, help="IoU at which two tiles' boxes are one object (default 0.5)")
+    d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
+    d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minescan", description="Scan Sentinel-2 scenes for mining sites.")
+    parser.add_argument("--version", action="version", version=f"minescan {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="detect objects in a GeoTIFF scene and write georeferenced results")
+    scan.add_argument("scene", help="GeoTIFF/COG (uint8 or uint16)")
+    scan.add_argument("--model", required=True, help="detector in the TF Object Detection API contract (.onnx)")
+    scan.add_argument("--out", required=True, help="result file: .geojson (WGS84) or .gpkg (scene CRS)")
+    scan.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _add_scan_options(scan)
+
+    demo = sub.add_parser("demo", help="generate a Sentinel-2-like scene, scan it, and score the result against its truth")
+    demo.add_argument("--out-dir", default="minescan-demo", help="where to write the scene and results (default ./minescan-demo)")
+    demo.add_argument("--seed", type=int, help="scene seed (default: a new one each run)")
+    demo.add_argument("--size", default="5000x4000", help="scene WIDTHxHEIGHT in px (default 5000x4000)")
+    demo.add_argument("--objects", type=_positive(int), default=150, help="objects to place (default 150)")
+    demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _options(args: argparse.Namespace):
+    from minescan.scan import ScanOptions
+    from minescan.tiling.stitch import StitchSettings
+
+    return ScanOptions(
+        bands=args.bands,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch=args.batch,
+        score_threshold=args.score_threshold,
+        gain=args.gain,
+        offset=args.offset,
+        stretch=args.stretch,
+        nodata=args.nodata,
+        stitch=StitchSettings(iou_threshold=args.iou, class_agnostic=args.class_agnostic),
+    )
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    from minescan.engine import load_detector
+    from minescan.engine.labels import parse_labels
+    from minescan.scan import scan_scene
+    from minescan.tiling.output import check_writable, write_detections
+
+    check_writable(args.out)
+    detector = load_detector(args.model, threads=args.threads, max_batch=args.batch)
+    labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)
+    result = scan_scene(args.scene, detector, _options(args))
+    write_detections(args.out, result.detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)
+    print(
+        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections, "
+        f"{result.seconds:.1f} s, {result.tiles_per_second:.1f} tiles/s -> {args.out}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "scan":
+            return run_scan(args)
+        from minescan.demo import run_demo
+
+        return run_demo(args)
+    except MinescanError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"minescan: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("minescan: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""SavedModel → ONNX in minescan's detector contract, with metadata.
+
+:func:`export_onnx` turns a TF Object Detection API SavedModel into an ONNX
+file that ``minescan scan`` runs without further flags:
+
+1. load ``serving_default`` and check it against the contract
+   (:mod:`minescan.export.saved_model`);
+2. wrap it in a ``tf.function`` that returns only the four contract outputs,
+   so when tf2onnx freezes and optimizes the graph (grappler pruning, constant
+   folding) everything only the extra outputs need disappears with them;
+3. convert with tf2onnx at the requested opset;
+4. make the batch dimension symbolic if ONNX Runtime then really runs a batch
+   of 2 like two batches of 1; OD API graphs fix the batch at 1 internally
+   (they take image 0 and return [1, ...]), so they usually stay at batch 1
+   and the engine splits batches for them;
+5. run ONNX shape inference, write the ``minescan.*`` metadata (labels,
+   input size, preprocessing recipe, source digest, tool versions) and write
+   the file atomically (a temporary file in the same directory, then
+   ``os.replace``), so a failed export never leaves a truncated model behind.
+
+TensorFlow and tf2onnx are imported only when an export runs (the ``export``
+extra); the rest of minescan works without them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import onnx
+import onnxruntime
+
+import minescan
+from minescan.engine.metadata import ModelMetadata, write_metadata
+from minescan.export._tensorflow import import_optional
+from minescan.export.contract import INPUT_NAME, OUTPUTS, TensorSpec, check_contract
+from minescan.export.detections import open_session, run_onnx, synthetic_tiles
+from minescan.export.errors import ExportError
+from minescan.export.label_map import LABEL_MAP_NAME, find_label_map, read_label_map
+from minescan.export.saved_model import ServingSignature, load_serving_signature, saved_model_sha256
+from minescan.export.verify import compare_detections
+
+DEFAULT_OPSET = 17
+DEFAULT_PREPROCESSING: Mapping[str, Any] = {"bands": None, "gain": 2.5, "offset": 0, "scale": 10000}
+BATCH_DIM = "batch"
+_PROBE_SIZE = (128, 128)  # probe tile size when the model takes any size
+_PROTOBUF_LIMIT = 2**31 - 1  # a single ONNX protobuf cannot exceed 2 GiB
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_onnx` wrote and how."""
+
+    onnx_path: Path
+    opset: int
+    dynamic_batch: bool
+    batch_note: str  # why the batch stayed fixed at 1 ("" when dynamic)
+    dropped_outputs: tuple[str, ...]
+    nodes: int
+    size_bytes: int
+    seconds: float
+    metadata: ModelMetadata
+
+    def format(self) -> str:
+        """A few readable lines."""
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(self.metadata.labels.items()))
+        size = "any" if self.metadata.input_size is None else "x".join(map(str, self.metadata.input_size))
+        batch = "dynamic" if self.dynamic_batch else f"fixed at 1 ({self.batch_note})"
+        return "\n".join(
+            [
+                f"wrote {self.onnx_path} ({self.size_bytes / 1e6:.1f} MB, {self.nodes} nodes, opset {self.opset}) "
+                f"in {self.seconds:.1f} s",
+                f"batch {batch}; input size {size}",
+                f"labels {labels}; dropped outputs: {', '.join(self.dropped_outputs) or 'none'}",
+            ]
+        )
+
+
+def export_onnx(
+    saved_model_dir: str | Path,
+    out_path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    labels: Mapping[int, str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> ExportReport:
+    """Convert the SavedModel in ``saved_model_dir`` to an ONNX detector at ``out_path``.
+
+    ``labels`` maps 1-based class ids to names; without it they come from the
+    ``label_map.pbtxt`` in ``saved_model_dir`` or up to two directories above.
+    ``preprocessing`` overrides keys of :data:`DEFAULT_PREPROCESSING`.
+    """
+    started = time.perf_counter()
+    recipe = _preprocessing(preprocessing)
+    class_names = _labels(saved_model_dir, labels)
+    signature = load_serving_signature(saved_model_dir)
+    model = _convert(signature, saved_model_dir, opset)
+    _check_onnx_contract(model)
+    model, batch_note = _with_batch_dim(model)
+    input_dims = _dims(model.graph.input[0])
+    height, width = input_dims[1], input_dims[2]
+    metadata = ModelMetadata(
+        labels=class_names,
+        input_size=(height, width) if isinstance(height, int) and isinstance(width, int) else None,
+        preprocessing=recipe,
+        source_sha256=saved_model_sha256(saved_model_dir),
+        tool_versions=_tool_versions(),
+    )
+    write_metadata(model, metadata)
+    out_path = Path(out_path)
+    size = _write_atomically(model, out_path)
+    return ExportReport(
+        onnx_path=out_path,
+        opset=opset,
+        dynamic_batch=not batch_note,
+        batch_note=batch_note,
+        dropped_outputs=tuple(sorted(set(signature.function.structured_outputs) - set(OUTPUTS))),
+        nodes=len(model.graph.node),
+        size_bytes=size,
+        seconds=time.perf_counter() - started,
+        metadata=metadata,
+    )
+
+
+def _preprocessing(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    recipe = {**DEFAULT_PREPROCESSING, **(overrides or {})}
+    unknown = sorted(set(recipe) - set(DEFAULT_PREPROCESSING))
+    if unknown:
+        raise ExportError(f"unknown preprocessing key {unknown[0]!r}; expected {', '.join(DEFAULT_PREPROCESSING)}")
+    for key in ("gain", "offset", "scale"):
+        if not isinstance(recipe[key], (int, float)) or isinstance(recipe[key], bool):
+            raise ExportError(f"preprocessing {key!r} must be a number, got {recipe[key]!r}")
+    bands = recipe["bands"]
+    if bands is not None and not (isinstance(bands, (list, tuple)) and all(isinstance(b, int) and b >= 1 for b in bands)):
+        raise ExportError(f"preprocessing 'bands' must be null or a list of 1-based band numbers, got {bands!r}")
+    return {**recipe, "bands": None if bands is None else list(bands)}
+
+
+def _labels(saved_model_dir: str | Path, labels: Mapping[int, str] | None) -> dict[int, str]:
+    if labels is None:
+        found = find_label_map(saved_model_dir)
+        if found is None:
+            raise ExportError(f"no {LABEL_MAP_NAME} in {saved_model_dir} or the two directories above it; pass labels")
+        return read_label_map(found)
+    for class_id, name in labels.items():
+        if not isinstance(class_id, int) or class_id < 1 or not isinstance(name, str) or not name:
+            raise ExportError(f"labels must map class ids >= 1 to names, got {class_id!r}: {name!r}")
+    return dict(labels)
+
+
+def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: int) -> onnx.ModelProto:
+    tf = import_optional("tensorflow")
+    tf2onnx = import_optional("tf2onnx")
+
+    # autograph=False: the wrapper is plain graph code, and AutoGraph would warn about it.
+    @tf.function(input_signature=[signature.input_spec], autograph=False)
+    def contract_outputs(input_tensor: Any) -> dict[str, Any]:
+        outputs = signature.function(**{INPUT_NAME: input_tensor})
+        return {name: outputs[name] for name in OUTPUTS}
+
+    try:
+        model, _ = tf2onnx.convert.from_function(contract_outputs, input_signature=[signature.input_spec], opset=opset)
+    except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError/KeyError on graphs it cannot handle
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"tf2onnx cannot convert {saved_model_dir} at opset {opset}: {first_line}") from exc
+    # tf2onnx lists outputs alphabetically; the contract's order reads better in tools.
+    ordered = sorted(model.graph.output, key=lambda output: list(OUTPUTS).index(output.name))
+    del model.graph.output[:]
+    model.graph.output.extend(ordered)
+    return model
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim
+    )
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+    return TensorSpec(dtype, _dims(value) if value.type.tensor_type.HasField("shape") else None)
+
+
+def _check_onnx_contract(model: onnx.ModelProto) -> None:
+    inputs = {v.name: _spec(v) for v in model.graph.input}
+    outputs = {v.name: _spec(v) for v in model.graph.output}
+    problems = check_contract(inputs, outputs, "converted ONNX model")
+    extra = sorted(set(outputs) - set(OUTPUTS))
+    if extra:
+        problems.append(f"converted ONNX model kept outputs outside the contract: {', '.join(extra)}")
+    if problems:
+        raise ExportError("; ".join(problems))
+
+
+def _with_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """The shape-inferred model with a symbolic batch if ONNX Runtime runs batches of 2 correctly.
+
+    Returns the model and "" when the batch is symbolic, or the fixed-batch
+    model and why the symbolic one was rejected.
+    """
+    symbolic = onnx.ModelProto()
+    symbolic.CopyFrom(model)
+    for value in [*symbolic.graph.input, *symbolic.graph.output]:
+        value.type.tensor_type.shape.dim[0].Clear()
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
+    symbolic = _infer_shapes(symbolic)
+    problem = _batch_problem(symbolic)
+    if not problem:
+        return symbolic, ""
+    fixed = _infer_shapes(model)
+    open_session(fixed.SerializeToString())  # the file must at least load in ONNX Runtime
+    return fixed, problem
+
+
+def _batch_problem(model: onnx.ModelProto) -> str:
+    """Why ``model`` does not run a batch of 2 like two batches of 1 ("" when it does)."""
+    height, width = _dims(model.graph.input[0])[1:3]
+    size = (height, width) if isinstance(height, int) and isinstance(width, int) else _PROBE_SIZE
+    tiles = synthetic_tiles(2, size, seed=0)
+    try:
+        session = open_session(model.SerializeToString())
+        batched = run_onnx(session, tiles, batch_size=2)
+    except Exception as exc:  # whatever ONNX Runtime raises, the answer is "cannot batch"
+        return f"ONNX Runtime fails on a batch of 2: {str(exc).strip().splitlines()[0]}"
+    if len(batched) != 2:
+        return f"the graph returns {len(batched)} result(s) for a batch of 2"
+    if not compare_detections(run_onnx(session, tiles), batched, score_floor=0.0).passed:
+        return "a batch of 2 gives other detections than one tile at a time"
+    return ""
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    # data_prop propagates shape values through Shape/Gather/Concat chains, which
+    # tf2onnx emits for every dynamic reshape; strict_mode=False keeps what it cannot infer.
+    return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+
+
+def _tool_versions() -> dict[str, str]:
+    tf = import_optional("tensorflow")
+    tf2onnx = import_optional("tf2onnx")
+    return {
+        "tensorflow": tf.__version__,
+        "tf2onnx": tf2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "minescan": minescan.__version__,
+    }
+
+
+def _write_atomically(model: onnx.ModelProto, out_path: Path) -> int:
+    """Write ``model`` to ``out_path`` through a temporary file in the same directory; return its size."""
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        raise ExportError(f"ONNX model for {out_path} is {model.ByteSize()} bytes, over protobuf's 2 GiB limit")
+    data = model.SerializeToString()
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out_path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, out_path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out_path}: {exc.strerror}") from exc
+    return len(data)

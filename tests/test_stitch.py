@@ -1,0 +1,72 @@
+import numpy as np
+
+from minescan.engine.detections import TileDetections
+from minescan.tiling.grid import TileGrid
+from minescan.tiling.stitch import StitchSettings, Stitcher
+
+
+def _stitch(width, height, size, overlap, objects, settings=None):
+    """Simulate a perfect detector: each tile reports the part of each object it sees (scene boxes)."""
+    stitcher = Stitcher(settings)
+    for tile in TileGrid(width, height, size, overlap):
+        boxes, classes = [], []
+        for (x0, y0, x1, y1), klass in objects:
+            cx0, cy0 = max(x0, tile.col_off), max(y0, tile.row_off)
+            cx1, cy1 = min(x1, tile.col_off + tile.valid_width), min(y1, tile.row_off + tile.valid_height)
+            if cx1 > cx0 and cy1 > cy0:
+                boxes.append((cx0 - tile.col_off, cy0 - tile.row_off, cx1 - tile.col_off, cy1 - tile.row_off))
+                classes.append(klass)
+        n = len(boxes)
+        stitcher.add(tile, TileDetections(np.array(boxes, np.float64).reshape(n, 4), np.full(n, 0.9, np.float32), np.array(classes, np.int32)))
+    return stitcher.finish()
+
+
+# 1000 x 1000 scene, tiles of 256 with overlap 64: tile starts 0, 192, 384, 576, 744.
+def test_object_across_a_vertical_border_is_reported_once_whole():
+    result = _stitch(1000, 1000, 256, 64, [((240, 100, 280, 130), 1)])
+    assert result.boxes.tolist() == [[240, 100, 280, 130]]
+
+
+def test_object_across_a_horizontal_border_is_reported_once_whole():
+    result = _stitch(1000, 1000, 256, 64, [((500, 430, 530, 470), 2)])
+    assert result.boxes.tolist() == [[500, 430, 530, 470]] and result.classes.tolist() == [2]
+
+
+def test_object_across_a_four_tile_corner_is_reported_once_whole():
+    result = _stitch(1000, 1000, 256, 64, [((420, 420, 460, 460), 1)])
+    assert result.boxes.tolist() == [[420, 420, 460, 460]]
+
+
+def test_object_larger_than_the_overlap_is_reassembled_from_its_fragments():
+    result = _stitch(1000, 1000, 256, 64, [((150, 150, 420, 300), 1)])
+    assert result.boxes.tolist() == [[150, 150, 420, 300]]
+
+
+def test_neighbouring_objects_stay_separate_and_classes_are_kept_apart():
+    objects = [((230, 100, 250, 120), 1), ((254, 100, 274, 120), 1), ((240, 300, 270, 330), 1), ((240, 300, 270, 330), 2)]
+    result = _stitch(1000, 1000, 256, 64, objects)
+    assert sorted(map(tuple, result.boxes.tolist())) == sorted(tuple(map(float, b)) for b, _ in objects)
+    agnostic = _stitch(1000, 1000, 256, 64, objects, StitchSettings(class_agnostic=True))
+    assert len(agnostic) == 3
+
+
+def test_boxes_of_the_same_tile_are_never_merged():
+    stitcher = Stitcher()
+    tile = next(iter(TileGrid(500, 500, 256, 64)))
+    boxes = np.array([[10, 10, 50, 50], [12, 12, 52, 52]], np.float64)
+    stitcher.add(tile, TileDetections(boxes, np.array([0.9, 0.8], np.float32), np.array([1, 1], np.int32)))
+    assert len(stitcher.finish()) == 2
+
+
+def test_many_objects_across_every_border_each_once():
+    rng = np.random.default_rng(5)
+    objects = []
+    for start in (192, 384, 576, 744):
+        for along in range(40, 960, 90):
+            x = start - int(rng.integers(2, 30))
+            objects.append(((x, along, x + 32, along + 24), int(rng.integers(1, 3))))
+            objects.append(((along, x, along + 24, x + 32), int(rng.integers(1, 3))))
+    objects = [o for i, o in enumerate(objects) if not any(
+        max(o[0][0], p[0][0]) < min(o[0][2], p[0][2]) and max(o[0][1], p[0][1]) < min(o[0][3], p[0][3]) for p in objects[:i])]
+    result = _stitch(1000, 1000, 256, 64, objects)
+    assert sorted(map(tuple, result.boxes.tolist())) == sorted(tuple(map(float, b)) for b, _ in objects)
