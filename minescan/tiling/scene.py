@@ -47,6 +47,17 @@ class TileData:
         return bool(self.nodata.all())
 
 
+def pad_tile(tile: Tile, data: np.ndarray, nodata: np.ndarray) -> TileData:
+    """A tile from its valid pixels, zero-padded and marked nodata up to the full tile size."""
+    if data.shape[1:] != (tile.height, tile.width):
+        full = np.zeros((data.shape[0], tile.height, tile.width), data.dtype)
+        full[:, : data.shape[1], : data.shape[2]] = data
+        mask = np.ones((tile.height, tile.width), bool)
+        mask[: nodata.shape[0], : nodata.shape[1]] = nodata
+        data, nodata = full, mask
+    return TileData(tile, data, nodata)
+
+
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -145,28 +156,32 @@ class Scene:
     def name(self) -> str:
         return self.path.name
 
-    def _nodata_mask(self, data: np.ndarray, window: Window) -> np.ndarray:
+    def _nodata_mask(self, data: np.ndarray, window: Window, handle: DatasetReader) -> np.ndarray:
         if self.nodata is not None:
             return (data == np.asarray(self.nodata, data.dtype)).any(axis=0)
         if self._dataset_mask:
-            return self._src.read_masks(self.bands[0], window=window) == 0
+            return handle.read_masks(self.bands[0], window=window) == 0
         return np.zeros(data.shape[1:], bool)
+
+    def open_handle(self) -> DatasetReader:
+        """Another handle on the same raster, for a reader thread (a handle is not thread-safe)."""
+        return rasterio.open(self.path)
+
+    def read_window(self, window: Window, handle: DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The chosen bands [B, h, w] and nodata mask [h, w] of a window inside the scene."""
+        handle = handle or self._src
+        try:
+            data = handle.read(self.bands, window=window)
+            return data, self._nodata_mask(data, window, handle)
+        except RasterioError as exc:
+            raise SceneError(
+                f"{self.path}: read failed at pixel ({int(window.col_off)}, {int(window.row_off)}): {_short(exc)}"
+            ) from exc
 
     def read(self, tile: Tile) -> TileData:
         """The tile's window, zero-padded (and marked nodata) where it extends past the scene."""
-        window = Window(tile.col_off, tile.row_off, tile.valid_width, tile.valid_height)
-        try:
-            data = self._src.read(self.bands, window=window)
-        except RasterioError as exc:
-            raise SceneError(f"{self.path}: read failed at pixel ({tile.col_off}, {tile.row_off}): {_short(exc)}") from exc
-        nodata = self._nodata_mask(data, window)
-        if data.shape[1:] != (tile.height, tile.width):
-            full = np.zeros((len(self.bands), tile.height, tile.width), data.dtype)
-            full[:, : data.shape[1], : data.shape[2]] = data
-            mask = np.ones((tile.height, tile.width), bool)
-            mask[: nodata.shape[0], : nodata.shape[1]] = nodata
-            data, nodata = full, mask
-        return TileData(tile, data, nodata)
+        data, nodata = self.read_window(Window(tile.col_off, tile.row_off, tile.valid_width, tile.valid_height))
+        return pad_tile(tile, data, nodata)
 
     def overview(self, max_size: int = 1024) -> TileData:
         """The whole scene decimated to at most ``max_size`` px a side, for scene-wide statistics.
@@ -183,7 +198,7 @@ class Scene:
         if self._dataset_mask:
             nodata = self._src.read_masks(self.bands[0], out_shape=shape[1:], window=window) == 0
         else:
-            nodata = self._nodata_mask(data, window)
+            nodata = self._nodata_mask(data, window, self._src)
         whole = Tile(0, 0, 0, 0, self.width, self.height, self.width, self.height, False, False, False, False)
         return TileData(whole, data, nodata)
 
