@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import rasterio
 
 from minescan.engine import Detector
 from minescan.tiling.grid import TileGrid, TileGridError
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
+from minescan.pipeline import StageClock, threaded
 from minescan.tiling.scene import Scene, TileData
+from minescan.tiling.strips import RowEnd, StripReader
 from minescan.tiling.stitch import SceneDetections, StitchSettings, Stitcher
 
 DEFAULT_TILE = 640
@@ -40,6 +44,7 @@ class ScanOptions:
     stretch: tuple[float, float] | None = None
     nodata: float | None = None
     stitch: StitchSettings = field(default_factory=StitchSettings)
+    read_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,68 @@ def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) ->
     return reflectance_gain(len(scene.bands), gain=gain, offset=offset, scale=scale)
 
 
-def _batches(tiles: Iterator[TileData], size: int) -> Iterator[list[TileData]]:
-    batch: list[TileData] = []
-    for item in tiles:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass(frozen=True)
+class Batch:
+    """Tiles rendered to uint8 RGB for one inference call, and the tile rows finished with them."""
+
+    tiles: list[TileData]
+    rgb: np.ndarray | None
+    rows_done: list[RowEnd]
+
+
+def render_batches(items: Iterable[TileData | RowEnd], radiometry: Radiometry, size: int, clock: StageClock) -> Iterator[Batch]:
+    """Group non-empty tiles into batches of ``size``; a row's end rides with the batch holding its last tile."""
+    tiles: list[TileData] = []
+    rgb: list[np.ndarray] = []
+    rows: list[RowEnd] = []
+    for item in items:
+        if isinstance(item, RowEnd):
+            rows.append(item)
+            if not tiles:
+                yield Batch([], None, rows)
+                rows = []
+            continue
+        if item.empty:
+            continue
+        with clock.time("radiometry"):
+            rgb.append(radiometry.apply(item.data, item.nodata))
+        tiles.append(item)
+        if len(tiles) == size:
+            yield Batch(tiles, np.stack(rgb), rows)
+            tiles, rgb, rows = [], [], []
+    if tiles or rows:
+        yield Batch(tiles, np.stack(rgb) if rgb else None, rows)
+
+
+def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
+    """Run the detector on each batch."""
+    for batch in batches:
+        if batch.rgb is None:
+            yield batch, []
+            continue
+        with clock.time("inference", len(batch.tiles)):
+            found = detector.detect(batch.rgb, threshold)
+        yield batch, found
+
+
+def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[TileData | RowEnd]:
+    """The reader's items, timing the work of producing each tile."""
+    items = iter(reader)
+    while True:
+        with clock.time("read"):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
+
+
+def gdal_cache_bytes(scene: Scene, size: int) -> int:
+    """GDAL block cache for a scan: reads are block-aligned and decode each block once, so
+    the cache only needs to hold the blocks of one strip in flight; more would just hold
+    RAM (GDAL's default is 5% of it)."""
+    block_rows = scene.block_shape[0]
+    row_bytes = scene.width * len(scene.bands) * np.dtype(scene.dtype).itemsize
+    return int(min(512 << 20, max(32 << 20, 2 * row_bytes * max(block_rows, 256))))
 
 
 def _progress(total: int, label: str):
@@ -108,9 +166,15 @@ def scan_scene(
     options: ScanOptions | None = None,
     *,
     on_tile: Callable[[int], None] | None = None,
+    clock: StageClock | None = None,
 ) -> ScanResult:
-    """Scan one scene; ``on_tile`` (if given) is called with the number of tiles just finished."""
+    """Scan one scene through the pipeline read -> render -> infer -> stitch.
+
+    ``on_tile`` (if given) is called with the number of tiles just finished,
+    instead of drawing a progress bar; ``clock`` collects per-stage busy times.
+    """
     options = options or ScanOptions()
+    clock = clock or StageClock()
     start = time.perf_counter()
     recipe_bands = detector.metadata.preprocessing.get("bands")
     bands = options.bands or (tuple(recipe_bands) if recipe_bands else None)
@@ -118,35 +182,36 @@ def scan_scene(
         grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
         radiometry = choose_radiometry(scene, options, detector)
         stitcher = Stitcher(options.stitch)
-        skipped = 0
+        batch = max(1, options.batch)
+        processed = 0
+        seen: Counter[int] = Counter()  # non-empty tiles handled per tile row
         progress = _progress(len(grid), scene.name) if on_tile is None else None
         tick = on_tile or progress.update  # type: ignore[union-attr]
-
-        def readable() -> Iterator[TileData]:
-            nonlocal skipped
-            for tile in grid:
-                data = scene.read(tile)
-                if data.empty:
-                    skipped += 1
-                    tick(1)
-                    continue
-                yield data
-
         try:
-            for batch in _batches(readable(), max(1, options.batch)):
-                rgb = np.stack([radiometry.apply(t.data, t.nodata) for t in batch])
-                for item, found in zip(batch, detector.detect(rgb, options.score_threshold)):
-                    stitcher.add(item.tile, found)
-                tick(len(batch))
+            with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+                reads = threaded(timed_reads(StripReader(scene, grid, options.read_threads), clock), maxsize=2 * batch, name="read")
+                batches = threaded(render_batches(reads, radiometry, batch, clock), maxsize=2, name="render")
+                for item, found in threaded(infer(batches, detector, options.score_threshold, clock), maxsize=2, name="infer"):
+                    with clock.time("stitch", len(item.tiles)):
+                        for tile_data, detections in zip(item.tiles, found):
+                            stitcher.add(tile_data.tile, detections)
+                            seen[tile_data.tile.row] += 1
+                        for row in item.rows_done:
+                            stitcher.flush(np.inf if row.next_top is None else row.next_top)
+                    processed += len(item.tiles)
+                    # Tiles skipped as nodata are counted when their row ends.
+                    tick(len(item.tiles) + sum(row.tiles - seen.pop(row.row, 0) for row in item.rows_done))
         finally:
             if progress is not None:
                 progress.close()
+        with clock.time("stitch", 0):
+            detections = stitcher.finish()
         return ScanResult(
             scene=scene.name,
-            detections=stitcher.finish(),
+            detections=detections,
             crs=scene.crs,
             transform=scene.transform,
             tiles=len(grid),
-            skipped=skipped,
+            skipped=len(grid) - processed,
             seconds=time.perf_counter() - start,
         )

@@ -153,6 +153,11 @@ class Scene:
         return self._src.transform
 
     @property
+    def block_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the file's blocks for the first chosen band."""
+        return tuple(self._src.block_shapes[self.bands[0] - 1])  # type: ignore[return-value]
+
+    @property
     def name(self) -> str:
         return self.path.name
 

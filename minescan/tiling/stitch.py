@@ -108,18 +108,62 @@ class _Object:
     tiles: set[int] = field(default_factory=set)
 
 
+def _pairs_matching(boxes, classes, cut, windows, tiles, s: StitchSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j) of boxes that the rule would call the same object, vectorized."""
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    same_class = classes[i] == classes[j]
+    i, j, same_class = (a[(same_class | s.class_agnostic) & ((tiles[i] != tiles[j]) | ~same_class)] for a in (i, j, same_class))
+
+    def clip(b, w):
+        return np.concatenate([np.maximum(b[:, :2], w[:, :2]), np.minimum(b[:, 2:], w[:, 2:])], axis=1)
+
+    def area(b):
+        return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+    common = clip(windows[i], windows[j])
+    a, b = clip(boxes[i], common), clip(boxes[j], common)
+    inter_view = area(clip(a, b))
+    view_iou = inter_view / np.maximum(area(a) + area(b) - inter_view, 1e-9)
+    inter = area(clip(boxes[i], boxes[j]))
+    contained = (cut[i] & (inter >= s.containment * area(boxes[i]))) | (cut[j] & (inter >= s.containment * area(boxes[j])))
+    match = (view_iou >= s.iou_threshold) | contained
+    return i[match], j[match]
+
+
+def components(count: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``count`` nodes joined by edges (i, j)."""
+    parent = np.arange(count)
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(i.tolist(), j.tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(x) for x in range(count)])
+
+
 class Stitcher:
-    """Collects tile detections with :meth:`add`; :meth:`finish` applies the rule."""
+    """Collects tile detections with :meth:`add`; :meth:`flush` and :meth:`finish` apply the rule.
+
+    Objects are settled incrementally: :meth:`flush` with the top row of the
+    next tile row returns the objects no later tile can touch (every box of
+    their group lies above that row), so only about two tile rows of
+    candidates are ever held, whatever the scene's size.
+    """
 
     def __init__(self, settings: StitchSettings | None = None) -> None:
         self.settings = settings or StitchSettings()
-        self._boxes: list[np.ndarray] = []
-        self._scores: list[np.ndarray] = []
-        self._classes: list[np.ndarray] = []
-        self._cut: list[np.ndarray] = []
-        self._windows: list[np.ndarray] = []
-        self._tiles: list[np.ndarray] = []
+        self._pending: dict[str, list[np.ndarray]] = {k: [] for k in ("boxes", "scores", "classes", "cut", "windows", "tiles")}
         self._added = 0
+        self._settled: list[_Object] = []
 
     def add(self, tile: Tile, detections: TileDetections) -> None:
         """Add one tile's detections (tile pixel frame); boxes in padding past the scene are clipped."""
@@ -134,25 +178,38 @@ class Stitcher:
         boxes = np.clip(boxes, window[[0, 1, 0, 1]], window[[2, 3, 2, 3]])
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes = boxes[keep]
-        self._boxes.append(boxes)
-        self._scores.append(detections.scores[keep])
-        self._classes.append(detections.classes[keep])
-        self._cut.append(cut_edges(boxes, tile, self.settings.edge_tolerance))
-        self._windows.append(np.broadcast_to(window, boxes.shape))
-        self._tiles.append(np.full(len(boxes), tile_id))
+        p = self._pending
+        p["boxes"].append(boxes)
+        p["scores"].append(detections.scores[keep].astype(np.float32))
+        p["classes"].append(detections.classes[keep].astype(np.int32))
+        p["cut"].append(cut_edges(boxes, tile, self.settings.edge_tolerance))
+        p["windows"].append(np.repeat(window[None, :], len(boxes), axis=0))
+        p["tiles"].append(np.full(len(boxes), tile_id))
+
+    @property
+    def pending(self) -> int:
+        """Candidates not yet settled."""
+        return sum(len(b) for b in self._pending["boxes"])
+
+    def flush(self, boundary: float) -> int:
+        """Settle the objects lying wholly above scene row ``boundary``; return how many."""
+        if not self.pending:
+            return 0
+        arrays = {k: np.concatenate(v) for k, v in self._pending.items()}
+        i, j = _pairs_matching(arrays["boxes"], arrays["classes"], arrays["cut"], arrays["windows"], arrays["tiles"], self.settings)
+        labels = components(len(arrays["boxes"]), i, j)
+        lowest = np.zeros(len(labels))
+        np.maximum.at(lowest, labels, arrays["boxes"][:, 3])
+        done = lowest[labels] <= boundary
+        settled = self._resolve(*(arrays[k][done] for k in ("boxes", "scores", "classes", "cut", "windows", "tiles")))
+        self._settled.extend(settled)
+        self._pending = {k: [v[~done]] for k, v in arrays.items()}
+        return len(settled)
 
     def finish(self) -> SceneDetections:
-        """Each object once: the rule of the module docstring over everything added."""
-        if not self._boxes or not sum(len(b) for b in self._boxes):
-            return SceneDetections(np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int32))
-        boxes = np.concatenate(self._boxes)
-        scores = np.concatenate(self._scores)
-        classes = np.concatenate(self._classes)
-        cut = np.concatenate(self._cut)
-        windows = np.concatenate(self._windows)
-        tiles = np.concatenate(self._tiles)
-        objects = self._resolve(boxes, scores, classes, cut, windows, tiles)
-        objects.sort(key=lambda o: -o.score)
+        """Settle everything and return each object once, best score first."""
+        self.flush(np.inf)
+        objects = sorted(self._settled, key=lambda o: -o.score)
         return SceneDetections(
             np.array([o.box for o in objects], np.float64).reshape(-1, 4),
             np.array([o.score for o in objects], np.float32),
@@ -160,6 +217,9 @@ class Stitcher:
         )
 
     def _resolve(self, boxes, scores, classes, cut, windows, tiles) -> list[_Object]:
+        """The greedy rule of the module docstring over one set of candidates."""
+        if not len(boxes):
+            return []
         s = self.settings
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.lexsort((-areas, -scores, cut))
