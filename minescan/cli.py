@@ -15,6 +15,7 @@ from typing import Sequence
 
 from minescan import __version__
 from minescan.errors import MinescanError
+from minescan.export.commands import add_parsers as add_export_parsers
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -48,14 +49,21 @@ def _positive(kind):
     return parse
 
 
-def _add_scan_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("tiling and radiometry")
+def _recipe_options() -> argparse.ArgumentParser:
+    """--bands, --gain, --offset: how a scene becomes the model's RGB (shared by scan and export)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("radiometry")
     g.add_argument("--bands", type=_bands, help="1-based red,green,blue band indexes, e.g. 3,2,1 for a B02,B03,B04,B08 stack "
                    "(default: from the model, else colour interpretation or B04/B03/B02 descriptions)")
-    g.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's fixed size, else 640)")
-    g.add_argument("--overlap", type=int, default=128, help="tile overlap in px; objects up to this size are stitched exactly (default 128)")
     g.add_argument("--gain", type=_positive(float), help="true-colour gain on reflectance for uint16 scenes (default 2.5)")
     g.add_argument("--offset", type=float, help="added to DN before /10000, e.g. -1000 for L2A baseline >= 04.00 (default 0)")
+    return parent
+
+
+def _add_scan_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiling")
+    g.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's fixed size, else 640)")
+    g.add_argument("--overlap", type=int, default=128, help="tile overlap in px; objects up to this size are stitched exactly (default 128)")
     g.add_argument("--stretch", type=_percentiles, metavar="LOW,HIGH", help="scene-wide percentile stretch instead of the gain, e.g. 2,98")
     g.add_argument("--nodata", type=float, help="nodata value (default: the raster's own)")
     d = p.add_argument_group("detection")
@@ -73,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    scan = sub.add_parser("scan", help="detect objects in a GeoTIFF scene and write georeferenced results")
+    recipe = _recipe_options()
+    scan = sub.add_parser("scan", parents=[recipe], help="detect objects in a GeoTIFF scene and write georeferenced results")
     scan.add_argument("scene", help="GeoTIFF/COG (uint8 or uint16)")
     scan.add_argument("--model", required=True, help="detector in the TF Object Detection API contract (.onnx)")
     scan.add_argument("--out", required=True, help="result file: .geojson (WGS84) or .gpkg (scene CRS)")
     scan.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_scan_options(scan)
+    scan.set_defaults(handler=run_scan)
 
     demo = sub.add_parser("demo", help="generate a Sentinel-2-like scene, scan it, and score the result against its truth")
     demo.add_argument("--out-dir", default="minescan-demo", help="where to write the scene and results (default ./minescan-demo)")
@@ -86,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", default="5000x4000", help="scene WIDTHxHEIGHT in px (default 5000x4000)")
     demo.add_argument("--objects", type=_positive(int), default=150, help="objects to place (default 150)")
     demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    demo.set_defaults(handler=_run_demo)
+
+    add_export_parsers(sub, recipe)
     return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from minescan.demo import run_demo
+
+    return run_demo(args)
 
 
 def _options(args: argparse.Namespace):
@@ -129,11 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "scan":
-            return run_scan(args)
-        from minescan.demo import run_demo
-
-        return run_demo(args)
+        return args.handler(args)
     except MinescanError as exc:
         if args.verbose:
             traceback.print_exc()

@@ -18,22 +18,28 @@ class LabelsError(MinescanError):
     """Labels that cannot be read."""
 
 
-_ITEM = re.compile(r"item\s*\{(?P<body>[^}]*)\}", re.S)
-_ID = re.compile(r"\bid\s*:\s*(\d+)")
-_NAME = re.compile(r"""\b(?:display_name|name)\s*:\s*["']([^"']*)["']""")
+_ITEM = re.compile(r"item\s*\{([^}]*)\}", re.DOTALL)
+_FIELD = re.compile(r"""(\w+)\s*:\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))""")
 
 
 def parse_label_map(text: str, source: str = "label map") -> dict[int, str]:
-    """Labels of an OD API ``label_map.pbtxt`` (``display_name`` preferred over ``name``)."""
+    """Class id -> name from OD API ``label_map.pbtxt`` text; ``display_name`` wins over ``name`` as in the OD API.
+
+    Parsed with a small regex rather than the OD API's protobuf definitions,
+    which would pull in the whole OD API.
+    """
     labels: dict[int, str] = {}
     for item in _ITEM.finditer(text):
-        body = item.group("body")
-        ident = _ID.search(body)
-        display = re.search(r"""\bdisplay_name\s*:\s*["']([^"']*)["']""", body)
-        name = display or _NAME.search(body)
-        if not ident or not name:
-            raise LabelsError(f"{source}: item without id or name: {' '.join(body.split())[:80]!r}")
-        labels[int(ident.group(1))] = name.group(1)
+        fields = {m.group(1): next(g for g in m.groups()[1:] if g is not None) for m in _FIELD.finditer(item.group(1))}
+        if "id" not in fields or not fields["id"].lstrip("-").isdigit():
+            raise LabelsError(f"{source}: item without an integer id: {item.group(0).split()!r}")
+        class_id = int(fields["id"])
+        name = fields.get("display_name", fields.get("name"))
+        if class_id < 1 or name is None:
+            raise LabelsError(f"{source}: item {class_id} needs id >= 1 and a name: {item.group(0).split()!r}")
+        if class_id in labels:
+            raise LabelsError(f"{source}: class id {class_id} appears twice")
+        labels[class_id] = name
     if not labels:
         raise LabelsError(f"{source}: no 'item {{ id: ... name: ... }}' entries")
     return labels

@@ -8,6 +8,7 @@ one becomes an :class:`ExportError` that says how to install it.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 from minescan.export.errors import ExportError
@@ -15,6 +16,9 @@ from minescan.export.errors import ExportError
 
 def import_optional(name: str) -> ModuleType:
     """Import ``name`` (``tensorflow`` or ``tf2onnx``) or explain how to install it."""
+    # TensorFlow's C++ info/warning logs (oneDNN, grappler cost estimates) drown the
+    # command's own output; errors still show.  A user's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return importlib.import_module(name)
     except ImportError as exc:

@@ -8,6 +8,9 @@ K] and ``num_detections`` [batch].  Real OD API exports add outputs the scan
 does not use (raw boxes, multiclass scores, anchor indices); the exporter drops
 them.  The same check runs on the TF signature before conversion and on the
 ONNX graph after it, so a file that leaves the exporter meets the contract.
+It is stricter than the engine's load-time check
+(:mod:`minescan.engine.contract`, which shares the names): it requires the
+OD API's float32 outputs and reports every problem at once.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Union
 
+from minescan.engine.contract import INPUT_NAME, OUTPUT_NAMES
+
 Dim = Union[int, str, None]
 """A dimension: a size, a symbolic name, or None when unknown."""
 
-INPUT_NAME = "input_tensor"
 INPUT_DTYPE = "uint8"
 
 
@@ -37,13 +41,18 @@ class _Expected:
     layout: str
 
 
-OUTPUTS: Mapping[str, _Expected] = {
-    "detection_boxes": _Expected(3, 4, "[batch, K, 4]"),
-    "detection_scores": _Expected(2, None, "[batch, K]"),
-    "detection_classes": _Expected(2, None, "[batch, K]"),
-    "num_detections": _Expected(1, None, "[batch]"),
-}
-"""The contract's outputs in the order minescan writes them."""
+OUTPUTS: Mapping[str, _Expected] = dict(
+    zip(
+        OUTPUT_NAMES,
+        (
+            _Expected(3, 4, "[batch, K, 4]"),
+            _Expected(2, None, "[batch, K]"),
+            _Expected(2, None, "[batch, K]"),
+            _Expected(1, None, "[batch]"),
+        ),
+    )
+)
+"""The contract's outputs (boxes, scores, classes, count) in the order minescan writes them."""
 
 OUTPUT_DTYPE = "float32"
 

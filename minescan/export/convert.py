@@ -41,7 +41,7 @@ from minescan.export.contract import INPUT_NAME, OUTPUTS, TensorSpec, check_cont
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
 from minescan.export.errors import ExportError
 from minescan.export.label_map import LABEL_MAP_NAME, find_label_map, read_label_map
-from minescan.export.saved_model import ServingSignature, load_serving_signature, saved_model_sha256
+from minescan.export.saved_model import saved_model_graph, ServingSignature, load_serving_signature, saved_model_sha256
 from minescan.export.verify import compare_detections
 
 DEFAULT_OPSET = 17
@@ -96,9 +96,11 @@ def export_onnx(
     """
     started = time.perf_counter()
     recipe = _preprocessing(preprocessing)
+    saved_model_graph(saved_model_dir)  # a missing or non-SavedModel directory is the first thing to report
     class_names = _labels(saved_model_dir, labels)
     signature = load_serving_signature(saved_model_dir)
     model = _convert(signature, saved_model_dir, opset)
+    _adopt_static_output_shapes(model, signature)
     _check_onnx_contract(model)
     model, batch_note = _with_batch_dim(model)
     input_dims = _dims(model.graph.input[0])
@@ -172,6 +174,23 @@ def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: in
     del model.graph.output[:]
     model.graph.output.extend(ordered)
     return model
+
+
+def _adopt_static_output_shapes(model: onnx.ModelProto, signature: ServingSignature) -> None:
+    """Give the ONNX outputs the sizes the TF signature declares where tf2onnx left them symbolic.
+
+    OD API exports declare K statically ([1, 300, 4]), but the padding that
+    produces it is data-dependent, so neither tf2onnx nor ONNX shape inference
+    can derive it; runtimes such as TensorRT plan better with it.
+    """
+    for output in model.graph.output:
+        declared = signature.function.structured_outputs[output.name].shape
+        if declared.rank != len(output.type.tensor_type.shape.dim):
+            continue
+        for dim, size in zip(output.type.tensor_type.shape.dim, declared.as_list()):
+            if size is not None and not dim.HasField("dim_value"):
+                dim.Clear()
+                dim.dim_value = size
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:

@@ -22,9 +22,10 @@ Two choices keep TF and ONNX Runtime comparable:
   class (the class-offset trick), because tf2onnx converts neither
   ``combined_non_max_suppression`` with per-class boxes nor
   ``non_max_suppression_padded``;
-* the predictor layers are rescaled after a calibration pass so their logits
-  have unit spread: random-init heads otherwise saturate scores to 0/1, and
-  the resulting exact ties are broken differently by TF and ONNX Runtime.
+* the predictor layers are standardized on a calibration image (each output
+  unit gets mean 0, std 1): random-init heads otherwise saturate scores to
+  0/1 or crowd them into a narrow band, and the resulting (near-)ties are
+  broken differently by TF and ONNX Runtime.
 
 Backbones: ``"tiny"`` (a small residual conv stack, for tests: builds, saves
 and converts in seconds) and ``"resnet50"`` (Keras ResNet50 up to
@@ -85,8 +86,8 @@ def build_fixture_model(
     """Build, save and return ``out_dir/saved_model``; ``out_dir/label_map.pbtxt`` holds ``labels``.
 
     ``seed`` makes the weights reproducible (it seeds Keras' global RNGs);
-    ``calibration_size`` is the side of the seeded image used to scale the
-    predictor layers.
+    ``calibration_size`` is the side of the seeded image the predictor layers
+    are standardized on.
     """
     if backbone not in _ARCHITECTURES:
         raise ValueError(f"unknown fixture backbone {backbone!r}; choose from {', '.join(_ARCHITECTURES)}")
@@ -132,10 +133,18 @@ def _decode(deltas: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(decoded, 0.0, 1.0)
 
 
-def _rescale(layer: keras.layers.Layer, inputs: tf.Tensor, target_std: float) -> None:
-    """Scale ``layer``'s kernel so its outputs on ``inputs`` have standard deviation ``target_std``."""
-    std = float(tf.math.reduce_std(layer(inputs)))
-    layer.kernel.assign(layer.kernel * (target_std / std))
+def _standardize(layer: keras.layers.Layer, inputs: tf.Tensor) -> None:
+    """Set ``layer``'s kernel and bias so each output unit has mean 0 and std 1 over ``inputs``.
+
+    Random backbones give nearly the same features everywhere, so unnormalized
+    logits barely vary between positions and proposals: scores crowd into a
+    narrow band where near-ties (broken differently by TF and ONNX Runtime)
+    are common.  Standardizing each unit spreads them out.
+    """
+    outputs = tf.reshape(layer(inputs), [-1, layer.kernel.shape[-1]])
+    mean, std = tf.reduce_mean(outputs, 0), tf.math.reduce_std(outputs, 0)
+    layer.kernel.assign(layer.kernel / std)
+    layer.bias.assign((layer.bias - mean) / std)
 
 
 class _FasterRCNN(tf.Module):
@@ -157,15 +166,15 @@ class _FasterRCNN(tf.Module):
         self.box_deltas = keras.layers.Dense(4 * num_classes)
 
     def calibrate(self, image: np.ndarray) -> None:
-        """Build the layers on ``image`` [H, W, 3] and give each predictor unit-spread logits."""
+        """Build the layers on ``image`` [H, W, 3] and standardize each predictor's outputs on it."""
         features = self._features(tf.constant(image))
         hidden = self.rpn_conv(features)
-        _rescale(self.rpn_objectness, hidden, 1.0)
-        _rescale(self.rpn_deltas, hidden, 1.0)
+        _standardize(self.rpn_objectness, hidden)
+        _standardize(self.rpn_deltas, hidden)
         proposals, _ = self._proposals(tf.shape(image), features)
         hidden = self._head_hidden(features, proposals)
-        _rescale(self.class_logits, hidden, 1.0)
-        _rescale(self.box_deltas, hidden, 1.0)
+        _standardize(self.class_logits, hidden)
+        _standardize(self.box_deltas, hidden)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
     def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:

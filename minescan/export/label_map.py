@@ -11,36 +11,15 @@ the whole OD API.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping
 
+from minescan.engine.labels import parse_label_map
 from minescan.export.errors import ExportError
 
+__all__ = ["LABEL_MAP_NAME", "find_label_map", "parse_label_map", "read_label_map", "write_label_map"]
+
 LABEL_MAP_NAME = "label_map.pbtxt"
-
-_ITEM = re.compile(r"item\s*\{([^}]*)\}", re.DOTALL)
-_FIELD = re.compile(r"""(\w+)\s*:\s*(?:'([^']*)'|"([^"]*)"|(-?\d+))""")
-
-
-def parse_label_map(text: str, source: str = "label map") -> dict[int, str]:
-    """Class id → name from label map text; ``display_name`` wins over ``name`` as in the OD API."""
-    labels: dict[int, str] = {}
-    for item in _ITEM.finditer(text):
-        fields = {m.group(1): next(g for g in m.groups()[1:] if g is not None) for m in _FIELD.finditer(item.group(1))}
-        if "id" not in fields or not fields["id"].lstrip("-").isdigit():
-            raise ExportError(f"{source}: item without an integer id: {item.group(0).split()!r}")
-        class_id = int(fields["id"])
-        name = fields.get("display_name", fields.get("name"))
-        if class_id < 1 or name is None:
-            raise ExportError(f"{source}: item {class_id} needs id >= 1 and a name: {item.group(0).split()!r}")
-        if class_id in labels:
-            raise ExportError(f"{source}: class id {class_id} appears twice")
-        labels[class_id] = name
-    if not labels:
-        raise ExportError(f"{source}: no 'item {{ id: ... name: ... }}' entries")
-    return labels
-
 
 def read_label_map(path: str | Path) -> dict[int, str]:
     """Class id → name from a ``label_map.pbtxt`` file."""

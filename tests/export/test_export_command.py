@@ -1,0 +1,33 @@
+"""``minescan export`` from the command line, and the exported model scanning a scene."""
+
+import pytest
+
+pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
+pytest.importorskip("tf2onnx", reason="the export extra (tf2onnx) is not installed")
+
+from minescan.cli import main  # noqa: E402
+from minescan.engine import load_detector  # noqa: E402
+from minescan.synthetic.scene import SceneSpec, write_scene  # noqa: E402
+
+
+def test_export_verify_then_scan_with_the_recipe_from_metadata(saved_model_dir, tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(saved_model_dir), "--out", str(model), "--verify", "--bands", "3,2,1", "--gain", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "parity PASS" in out and "max box diff" in out
+    detector = load_detector(model)
+    assert detector.metadata.labels == {1: "illegal_mining", 2: "legal_mining"}
+    assert detector.metadata.preprocessing["bands"] == [3, 2, 1] and detector.metadata.preprocessing["gain"] == 3
+
+    scene = tmp_path / "scene.tif"
+    write_scene(scene, SceneSpec(width=700, height=600, objects=5, seed=2))
+    result = tmp_path / "r.gpkg"
+    assert main(["scan", str(scene), "--model", str(model), "--out", str(result)]) == 0
+    assert result.is_file() and "2 tiles" in capsys.readouterr().out
+
+
+def test_export_of_a_missing_saved_model_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothere"), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"minescan: error: SavedModel directory {tmp_path / 'nothere'} does not exist"]
+    assert not (tmp_path / "m.onnx").exists()
