@@ -70,6 +70,7 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
     d.add_argument("--batch", type=_positive(int), default=4, help="tiles per inference batch (default 4)")
     d.add_argument("--threads", type=_positive(int), help="ONNX Runtime intra-op threads (default: all cores)")
+    d.add_argument("--read-threads", type=_positive(int), default=2, help="threads decoding the raster (default 2)")
     d.add_argument("--iou", type=float, default=0.5, help="IoU at which two tiles' boxes are one object (default 0.5)")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
     d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
@@ -98,8 +99,54 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_run_demo)
 
+    bench = sub.add_parser("bench", parents=[recipe], help="profile a scan: per-stage times, model-only floor, pipeline efficiency, peak RSS")
+    bench.add_argument("scene", help="GeoTIFF/COG to scan")
+    bench.add_argument("--model", required=True, help="detector in the model contract")
+    bench.add_argument("--batch", type=_int_list, default=[1, 4, 8], help="batch sizes to try, e.g. 1,4,8 (default)")
+    bench.add_argument("--threads", type=_int_list, help="ONNX Runtime intra-op threads to try, e.g. 1,2 (default: all cores)")
+    bench.add_argument("--read-threads", type=_positive(int), default=2, help="reader threads (default 2)")
+    bench.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's, else 640)")
+    bench.add_argument("--overlap", type=int, default=128, help="tile overlap in px (default 128)")
+    bench.add_argument("--score-threshold", type=float, default=0.5, help="detection score threshold (default 0.5)")
+    bench.add_argument("--json", help="also write the figures as JSON here")
+    bench.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    bench.set_defaults(handler=_run_bench)
+
     add_export_parsers(sub, recipe)
     return parser
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,4,8, got {value!r}") from None
+    if any(n <= 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"values must be positive, got {value!r}")
+    return numbers
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from minescan.bench import bench_setting, format_table, write_json
+    from minescan.engine import load_detector
+    from minescan.engine.onnxruntime_backend import default_threads
+    from minescan.scan import ScanOptions
+
+    options = ScanOptions(
+        bands=args.bands, tile=args.tile, overlap=args.overlap, gain=args.gain, offset=args.offset,
+        score_threshold=args.score_threshold, read_threads=args.read_threads,
+    )
+    load_detector(args.model)  # a bad model fails here, before any timing
+    results = [
+        bench_setting(args.scene, lambda t, b: load_detector(args.model, threads=t, max_batch=b), batch, threads, options)
+        for threads in (args.threads or [default_threads()])
+        for batch in args.batch
+    ]
+    print(format_table(results))
+    if args.json:
+        write_json(args.json, results, args.scene, args.model)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -122,6 +169,7 @@ def _options(args: argparse.Namespace):
         offset=args.offset,
         stretch=args.stretch,
         nodata=args.nodata,
+        read_threads=args.read_threads,
         stitch=StitchSettings(iou_threshold=args.iou, class_agnostic=args.class_agnostic),
     )
 

@@ -5,10 +5,17 @@ from minescan.tiling.grid import TileGrid
 from minescan.tiling.stitch import StitchSettings, Stitcher
 
 
-def _stitch(width, height, size, overlap, objects, settings=None):
-    """Simulate a perfect detector: each tile reports the part of each object it sees (scene boxes)."""
+def _stitch(width, height, size, overlap, objects, settings=None, flush_rows=False):
+    """Simulate a perfect detector: each tile reports the part of each object it sees (scene boxes).
+
+    ``flush_rows`` settles objects after every tile row, as a scan does.
+    """
     stitcher = Stitcher(settings)
-    for tile in TileGrid(width, height, size, overlap):
+    grid = TileGrid(width, height, size, overlap)
+    rows = grid.row_starts
+    for tile in grid:
+        if flush_rows and tile.col == 0 and tile.row > 0:
+            stitcher.flush(rows[tile.row])
         boxes, classes = [], []
         for (x0, y0, x1, y1), klass in objects:
             cx0, cy0 = max(x0, tile.col_off), max(y0, tile.row_off)

@@ -1,0 +1,237 @@
+"""``minescan bench``: where a scan's time goes, measured in one run.
+
+For each setting (batch size x ONNX Runtime threads) it runs, on the same
+scene and the same tiles:
+
+1. *read only*: the strip reader alone; the rendered uint8 tiles are kept in
+   a temporary memory-mapped file (on disk, so memory stays bounded) for the
+   passes that follow, and rendering is timed as its own stage;
+2. *model only*: the detector alone on those tiles, in the same batches: the
+   floor no scan of these tiles can beat;
+3. *stitch only*: the stitcher alone on the detections of pass 2;
+4. *pipeline*: a real scan, with per-stage busy times and peak RSS.
+
+Efficiency is the pipeline's wall time over the slowest stage measured
+alone: 1.0 means every other stage hid completely behind the slowest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import rasterio
+
+from minescan.engine import Detector
+from minescan.pipeline import StageClock
+from minescan.scan import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, tile_size
+from minescan.tiling.grid import TileGrid
+from minescan.tiling.scene import Scene
+from minescan.tiling.stitch import Stitcher
+from minescan.tiling.strips import RowEnd, StripReader
+
+STAGES = ("read", "radiometry", "inference", "stitch")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux VmHWM)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak RSS count from the current RSS (Linux >= 4.0; harmless elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """A stage's busy time: total and per tile (median and 95th percentile)."""
+
+    total_s: float
+    p50_ms: float
+    p95_ms: float
+
+    @classmethod
+    def of(cls, clock: StageClock, stage: str) -> "StageTiming":
+        per_tile = clock.per_tile(stage)
+        if not per_tile:
+            return cls(clock.total(stage), 0.0, 0.0)
+        p50, p95 = np.percentile(per_tile, [50, 95]) * 1000
+        return cls(clock.total(stage), float(p50), float(p95))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One setting's figures."""
+
+    batch: int
+    threads: int
+    tiles: int
+    pipeline_s: float
+    alone_s: dict[str, float]
+    in_pipeline: dict[str, StageTiming]
+    peak_rss_mb: float
+    megapixels: float
+    km2: float
+    detections: int
+
+    @property
+    def slowest(self) -> str:
+        return max(self.alone_s, key=self.alone_s.__getitem__)
+
+    @property
+    def efficiency(self) -> float:
+        """Pipeline wall time over the slowest stage alone (1.0 = perfect overlap)."""
+        return self.pipeline_s / max(self.alone_s[self.slowest], 1e-9)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.update(slowest_stage=self.slowest, efficiency=self.efficiency,
+                    tiles_per_s=self.tiles / self.pipeline_s, mpx_per_s=self.megapixels / self.pipeline_s,
+                    km2_per_s=self.km2 / self.pipeline_s)
+        return data
+
+
+@dataclass
+class _Tiles:
+    """Rendered tiles of pass 1, memory-mapped, with their grid tiles and row ends in order."""
+
+    rgb: np.ndarray
+    order: list = field(default_factory=list)  # Tile | RowEnd
+
+
+def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, workdir: str) -> tuple[_Tiles, StageClock]:
+    clock = StageClock()
+    count = len(grid)
+    rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (count, grid.size, grid.size, 3))
+    tiles = _Tiles(rgb)
+    n = 0
+    items = iter(StripReader(scene, grid, options.read_threads))
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+        while True:
+            with clock.time("read"):
+                item = next(items, None)
+            if item is None:
+                break
+            if isinstance(item, RowEnd):
+                tiles.order.append(item)
+                continue
+            if item.empty:
+                continue
+            with clock.time("radiometry"):
+                rgb[n] = radiometry.apply(item.data, item.nodata)
+            tiles.order.append(item.tile)
+            n += 1
+    tiles.rgb = rgb[:n]
+    return tiles, clock
+
+
+def _batched(tiles: _Tiles, batch: int) -> Iterable[tuple[list, np.ndarray, list[RowEnd]]]:
+    chunk, rows, index = [], [], 0
+    for item in tiles.order:
+        if isinstance(item, RowEnd):
+            rows.append(item)
+            continue
+        chunk.append(item)
+        if len(chunk) == batch:
+            yield chunk, tiles.rgb[index : index + batch], rows
+            index += batch
+            chunk, rows = [], []
+    yield chunk, tiles.rgb[index : index + len(chunk)], rows
+
+
+def bench_setting(
+    scene_path: str | Path,
+    make_detector: Callable[[int, int], Detector],
+    batch: int,
+    threads: int,
+    options: ScanOptions,
+) -> BenchResult:
+    """Measure one (batch, threads) setting; ``make_detector(threads, batch)`` loads the model."""
+    detector = make_detector(threads, batch)
+    options = ScanOptions(**{**options.__dict__, "batch": batch})
+    with Scene(scene_path, bands=options.bands, nodata=options.nodata) as scene:
+        grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
+        radiometry = choose_radiometry(scene, options, detector)
+        pixel_km2 = abs(scene.transform.a * scene.transform.e) * 1e-6
+        area_km2 = scene.width * scene.height * pixel_km2
+        megapixels = scene.width * scene.height / 1e6
+        with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir:
+            tiles, read_clock = _read_only(scene, grid, options, radiometry, workdir)
+            detector.detect(np.zeros((min(batch, max(1, len(tiles.rgb))), grid.size, grid.size, 3), np.uint8))  # warm-up
+            model_clock, found = StageClock(), []
+            for chunk, rgb, rows in _batched(tiles, batch):
+                if chunk:
+                    batch_rgb = np.array(rgb)  # out of the memory map before the clock starts
+                    with model_clock.time("inference", len(chunk)):
+                        found.append(detector.detect(batch_rgb, options.score_threshold))
+                else:
+                    found.append([])
+            stitch_clock, stitcher = StageClock(), Stitcher(options.stitch)
+            for (chunk, _, rows), detections in zip(_batched(tiles, batch), found):
+                with stitch_clock.time("stitch", len(chunk)):
+                    for tile, d in zip(chunk, detections):
+                        stitcher.add(tile, d)
+                    for row in rows:
+                        stitcher.flush(np.inf if row.next_top is None else row.next_top)
+            with stitch_clock.time("stitch", 0):
+                stitcher.finish()
+            del tiles
+    alone = {
+        "read": read_clock.total("read"),
+        "radiometry": read_clock.total("radiometry"),
+        "inference": model_clock.total("inference"),
+        "stitch": stitch_clock.total("stitch"),
+    }
+    clock = StageClock()
+    reset_peak_rss()
+    start = time.perf_counter()
+    result = scan_scene(scene_path, detector, options, on_tile=lambda n: None, clock=clock)
+    wall = time.perf_counter() - start
+    return BenchResult(
+        batch=batch, threads=threads, tiles=result.tiles, pipeline_s=wall, alone_s=alone,
+        in_pipeline={s: StageTiming.of(clock, s) for s in STAGES}, peak_rss_mb=peak_rss_bytes() / 2**20,
+        megapixels=megapixels, km2=area_km2, detections=len(result.detections),
+    )
+
+
+def format_table(results: list[BenchResult]) -> str:
+    """A readable table: one row per setting, then per-stage detail."""
+    lines = [
+        "batch threads  tiles  wall s  tiles/s  Mpx/s  km2/s  slowest(alone)   efficiency  peak RSS MB",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.batch:>5} {r.threads:>7} {r.tiles:>6} {r.pipeline_s:>7.2f} {r.tiles / r.pipeline_s:>8.1f} "
+            f"{r.megapixels / r.pipeline_s:>6.1f} {r.km2 / r.pipeline_s:>6.1f}  "
+            f"{r.slowest + f' {r.alone_s[r.slowest]:.2f}s':<16} {r.efficiency:>10.2f}  {r.peak_rss_mb:>11.0f}"
+        )
+    lines.append("")
+    lines.append("stage        alone s | in pipeline: busy s  p50 ms/tile  p95 ms/tile   (batch, threads)")
+    for r in results:
+        for stage in STAGES:
+            t = r.in_pipeline[stage]
+            lines.append(
+                f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>12.2f} {t.p95_ms:>12.2f}   ({r.batch}, {r.threads})"
+            )
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, results: list[BenchResult], scene: str, model: str) -> None:
+    """The figures for machines."""
+    payload = {"scene": str(scene), "model": str(model), "cpu_count": os.cpu_count(), "results": [r.as_dict() for r in results]}
+    Path(path).write_text(json.dumps(payload, indent=2))

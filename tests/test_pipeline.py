@@ -1,0 +1,105 @@
+"""The throughput machinery: bounded threaded stages, the strip reader, incremental stitching."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from minescan.pipeline import threaded
+from minescan.scan import ScanOptions, scan_scene
+from minescan.engine import load_detector
+from minescan.tiling.grid import TileGrid
+from minescan.tiling.scene import Scene, SceneError
+from minescan.tiling.strips import RowEnd, StripReader
+from test_stitch import _stitch
+
+
+def test_threaded_keeps_order_and_runs_ahead_by_at_most_the_queue():
+    produced = []
+
+    def source():
+        for i in range(50):
+            produced.append(i)
+            yield i
+
+    items = threaded(source(), maxsize=3, name="t")
+    assert next(items) == 0
+    time.sleep(0.3)
+    assert len(produced) <= 1 + 3 + 1  # consumed + queued + one blocked in put
+    assert list(items) == list(range(1, 50))
+
+
+def test_threaded_raises_the_stage_error_in_the_consumer():
+    def source():
+        yield 1
+        raise SceneError("read failed at pixel (0, 512)")
+
+    with pytest.raises(SceneError, match="pixel \\(0, 512\\)"):
+        list(threaded(source(), maxsize=2, name="t"))
+
+
+def test_closing_the_consumer_stops_every_stage_upstream():
+    before = threading.active_count()
+    stages = threaded(threaded(iter(range(10**9)), maxsize=2, name="a"), maxsize=2, name="b")
+    assert next(stages) == 0
+    stages.close()
+    time.sleep(0.5)
+    assert threading.active_count() == before
+
+
+def _write(path, width, height, blocks=None, bands=3):
+    data = (np.arange(width * height * bands, dtype=np.uint64) % 65521).astype(np.uint16).reshape(bands, height, width)
+    data[:, : height // 3, : width // 4] = 0
+    profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype="uint16", nodata=0, crs="EPSG:32633",
+                   transform=from_origin(0, 0, 10, 10), compress="deflate")
+    if blocks:
+        profile.update(tiled=True, blockxsize=blocks, blockysize=blocks)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+@pytest.mark.parametrize(
+    "width,height,blocks,size,overlap,threads",
+    [(1300, 1100, 256, 512, 64, 2), (1300, 1100, None, 512, 64, 2), (700, 900, 512, 256, 100, 3), (300, 200, 256, 512, 64, 2)],
+)
+def test_strip_reader_gives_exactly_the_windowed_reads(tmp_path, width, height, blocks, size, overlap, threads):
+    path = tmp_path / "s.tif"
+    _write(path, width, height, blocks)
+    with Scene(path, bands=(3, 1, 2)) as scene:
+        grid = TileGrid(width, height, size, overlap)
+        expected = [scene.read(t) for t in grid]
+        items = list(StripReader(scene, grid, threads))
+    tiles = [i for i in items if not isinstance(i, RowEnd)]
+    ends = [i for i in items if isinstance(i, RowEnd)]
+    assert [t.tile for t in tiles] == [t.tile for t in expected]
+    for got, want in zip(tiles, expected):
+        assert np.array_equal(got.data, want.data) and np.array_equal(got.nodata, want.nodata)
+    rows = grid.row_starts
+    assert [(e.row, e.next_top) for e in ends] == [(r, rows[r + 1] if r + 1 < len(rows) else None) for r in range(len(rows))]
+    assert sum(e.tiles for e in ends) == len(grid)
+
+
+def test_incremental_stitching_settles_the_same_objects_as_a_global_pass():
+    rng = np.random.default_rng(9)
+    objects = []
+    for _ in range(120):
+        x, y = (int(v) for v in rng.integers(0, 960, 2))
+        w, h = (int(v) for v in rng.integers(8, 120, 2))
+        box = (x, y, min(1000, x + w), min(1000, y + h))
+        if not any(max(box[0], o[0][0]) < min(box[2], o[0][2]) + 3 and max(box[1], o[0][1]) < min(box[3], o[0][3]) + 3 for o in objects):
+            objects.append((box, int(rng.integers(1, 3))))
+    whole = _stitch(1000, 1000, 256, 64, objects)
+    rows = _stitch(1000, 1000, 256, 64, objects, flush_rows=True)
+    assert sorted(map(tuple, whole.boxes.tolist())) == sorted(map(tuple, rows.boxes.tolist()))
+    assert len(whole) == len(objects)
+
+
+def test_progress_counts_every_tile_once_including_skipped(tmp_path, square_model):
+    path = tmp_path / "s.tif"
+    _write(path, 1300, 1100, 256)
+    ticks = []
+    result = scan_scene(path, load_detector(square_model), ScanOptions(bands=(1, 2, 3), tile=256, overlap=32), on_tile=ticks.append)
+    assert sum(ticks) == result.tiles and result.skipped > 0
