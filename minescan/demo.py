@@ -12,6 +12,8 @@ import argparse
 import secrets
 from pathlib import Path
 
+import numpy as np
+
 from minescan.engine import load_detector
 from minescan.errors import MinescanError
 from minescan.evaluation import compare
@@ -58,7 +60,7 @@ def run_demo(args: argparse.Namespace) -> int:
         write_detections(out / name, result.detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)
         for name in ("detections.geojson", "detections.gpkg")
     ]
-    truth_detections = SceneDetections(truth.boxes, truth.classes * 0 + 1.0, truth.classes)
+    truth_detections = SceneDetections(truth.boxes, np.ones(len(truth.classes), np.float32), truth.classes)
     written.append(
         write_detections(out / "truth.geojson", truth_detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)
     )

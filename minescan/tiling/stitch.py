@@ -53,16 +53,8 @@ class StitchSettings:
     class_agnostic: bool = False
 
 
-@dataclass(frozen=True)
-class SceneDetections:
+class SceneDetections(TileDetections):
     """Final detections in scene pixels (pixel-corner ``x0, y0, x1, y1``), sorted by score."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def cut_edges(boxes: np.ndarray, tile: Tile, tolerance: float) -> np.ndarray:
