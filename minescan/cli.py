@@ -16,6 +16,7 @@ from typing import Sequence
 from minescan import __version__
 from minescan.errors import MinescanError
 from minescan.export.commands import add_parsers as add_export_parsers
+from minescan.runs.arguments import add_run_arguments
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -84,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe = _recipe_options()
     scan = sub.add_parser("scan", parents=[recipe], help="detect objects in a GeoTIFF scene and write georeferenced results")
-    scan.add_argument("scene", help="GeoTIFF/COG (uint8 or uint16)")
+    scan.add_argument("scenes", nargs="*", metavar="SCENE",
+                      help="GeoTIFF/COG (uint8 or uint16), .SAFE product, STAC item JSON, folder of band files or B04,B03,B02 files")
     scan.add_argument("--model", required=True, help="detector in the TF Object Detection API contract (.onnx)")
-    scan.add_argument("--out", required=True, help="result file: .geojson (WGS84) or .gpkg (scene CRS)")
+    scan.add_argument("--out", help="result file for one scene: .geojson (WGS84) or .gpkg (scene CRS)")
     scan.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_scan_options(scan)
+    add_run_arguments(scan)
     scan.set_defaults(handler=run_scan)
 
     demo = sub.add_parser("demo", help="generate a Sentinel-2-like scene, scan it, and score the result against its truth")
@@ -174,7 +177,17 @@ def _options(args: argparse.Namespace):
     )
 
 
+class UsageError(MinescanError):
+    """Command-line arguments that do not fit together."""
+
+
 def run_scan(args: argparse.Namespace) -> int:
+    if args.out_dir or args.manifest or len(args.scenes) != 1:
+        from minescan.runs.batch import run_many
+
+        return run_many(args, _options(args))
+    if not args.out:
+        raise UsageError("one scene needs --out FILE (or --out-dir DIR for a resumable run)")
     from minescan.engine import load_detector
     from minescan.engine.labels import parse_labels
     from minescan.scan import scan_scene
@@ -183,7 +196,7 @@ def run_scan(args: argparse.Namespace) -> int:
     check_writable(args.out)
     detector = load_detector(args.model, threads=args.threads, max_batch=args.batch)
     labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)
-    result = scan_scene(args.scene, detector, _options(args))
+    result = scan_scene(args.scenes[0], detector, _options(args))
     write_detections(args.out, result.detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)
     print(
         f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections, "

@@ -1,0 +1,147 @@
+"""The run journal: what happened to each scene, in SQLite in the run folder.
+
+One row per input: its state (``running``, ``done``, ``failed``), the
+fingerprint of everything its result depends on (model file hash and
+settings), how many times it was started, and its outcome or failure
+reason.  Each change is one committed transaction, so the journal survives
+``kill -9`` at any moment in a consistent state.
+
+Crash safety comes from the order of steps around it: mark ``running`` ->
+scan -> write the result files (each atomically renamed into place) -> mark
+``done``.  A scene whose result file exists but whose row is not ``done``
+(killed between the rename and the commit) is simply scanned again and its
+files replaced, never duplicated, because they are named after the product.
+A scene is skipped only when its row is ``done`` with the same fingerprint
+and its result file is still there.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minescan.errors import MinescanError
+
+JOURNAL_NAME = "journal.sqlite"
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scenes (
+    input TEXT PRIMARY KEY,
+    product_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result TEXT,
+    quicklook TEXT,
+    tiles INTEGER,
+    skipped INTEGER,
+    detections TEXT,
+    seconds REAL,
+    error TEXT,
+    updated REAL NOT NULL
+)
+"""
+
+
+class JournalError(MinescanError):
+    """A journal that cannot be opened or written."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished scene: its files and numbers; ``detections`` counts per class label."""
+
+    result: str
+    quicklook: str | None
+    tiles: int
+    skipped: int
+    detections: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A journal row."""
+
+    input: str
+    product_id: str
+    fingerprint: str
+    state: str
+    attempts: int
+    outcome: Outcome | None
+    error: str | None
+    updated: float
+
+
+class Journal:
+    """The journal of one run folder; use as a context manager."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / JOURNAL_NAME
+        try:
+            # isolation_level=None: every statement commits on its own unless inside BEGIN ... COMMIT.
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers (a monitor, a test) never block the run
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the run journal ({exc})") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, params: tuple) -> None:
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot write the run journal ({exc})") from exc
+
+    def get(self, key: str) -> Entry | None:
+        """The row for input ``key``, or None."""
+        row = self._db.execute(
+            "SELECT input, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, "
+            "seconds, error, updated FROM scenes WHERE input = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        key, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, seconds, error, updated = row
+        outcome = Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds) if state == DONE else None
+        return Entry(key, product_id, fingerprint, state, attempts, outcome, error, updated)
+
+    def start(self, key: str, product_id: str, fingerprint: str) -> None:
+        """Mark ``key`` running under ``fingerprint`` and count the attempt."""
+        self._write(
+            "INSERT INTO scenes (input, product_id, fingerprint, state, attempts, updated) VALUES (?, ?, ?, 'running', 1, ?) "
+            "ON CONFLICT (input) DO UPDATE SET product_id = excluded.product_id, fingerprint = excluded.fingerprint, "
+            "state = 'running', attempts = attempts + 1, result = NULL, quicklook = NULL, tiles = NULL, skipped = NULL, "
+            "detections = NULL, seconds = NULL, error = NULL, updated = excluded.updated",
+            (key, product_id, fingerprint, time.time()),
+        )
+
+    def finish(self, key: str, outcome: Outcome) -> None:
+        """Mark ``key`` done; call only once its files are in place."""
+        self._write(
+            "UPDATE scenes SET state = 'done', result = ?, quicklook = ?, tiles = ?, skipped = ?, detections = ?, "
+            "seconds = ?, updated = ? WHERE input = ?",
+            (outcome.result, outcome.quicklook, outcome.tiles, outcome.skipped, json.dumps(outcome.detections),
+             outcome.seconds, time.time(), key),
+        )
+
+    def fail(self, key: str, product_id: str, fingerprint: str, reason: str) -> None:
+        """Record that ``key`` failed and why (also for inputs that never got as far as :meth:`start`)."""
+        self._write(
+            "INSERT INTO scenes (input, product_id, fingerprint, state, attempts, error, updated) "
+            "VALUES (?, ?, ?, 'failed', 1, ?, ?) "
+            "ON CONFLICT (input) DO UPDATE SET state = 'failed', error = excluded.error, updated = excluded.updated",
+            (key, product_id, fingerprint, reason, time.time()),
+        )

@@ -1,0 +1,117 @@
+"""The run summary: every scene of the run, its status and numbers, and totals.
+
+Written at the end of a run (also an interrupted one) as ``run_summary.json``
+for machines and ``run_summary.md`` for people.  A scene's status is
+``done`` (``resumed`` when an earlier run did it), ``failed`` with the
+reason, or ``pending`` when the run stopped before reaching it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from minescan.runs.journal import Outcome
+from minescan.runs.outdir import write_atomic
+
+SUMMARY_JSON = "run_summary.json"
+SUMMARY_MARKDOWN = "run_summary.md"
+
+
+@dataclass(frozen=True)
+class SceneReport:
+    """One scene's line in the summary."""
+
+    input: str
+    product_id: str
+    status: str
+    resumed: bool = False
+    attempts: int = 0
+    outcome: Outcome | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """All scenes of a run, in input order, and how the run ended."""
+
+    scenes: tuple[SceneReport, ...]
+    model: str
+    out_dir: str
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(s.status == status for s in self.scenes)
+
+    @property
+    def detections(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for scene in self.scenes:
+            if scene.outcome:
+                total.update(scene.outcome.detections)
+        return dict(sorted(total.items()))
+
+    @property
+    def tiles(self) -> int:
+        return sum(s.outcome.tiles for s in self.scenes if s.outcome)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.outcome.seconds for s in self.scenes if s.outcome)
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "out_dir": self.out_dir,
+            "interrupted": self.interrupted,
+            "totals": {
+                "scenes": len(self.scenes),
+                "done": self.count("done"),
+                "failed": self.count("failed"),
+                "pending": self.count("pending"),
+                "tiles": self.tiles,
+                "detections": self.detections,
+                "seconds": round(self.seconds, 3),
+            },
+            "scenes": [asdict(s) for s in self.scenes],
+        }
+
+
+def _classes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
+
+
+def to_markdown(summary: RunSummary) -> str:
+    """The summary as a short Markdown report."""
+    lines = [
+        "# minescan run summary",
+        "",
+        f"Model `{summary.model}`, results in `{summary.out_dir}`."
+        + (" **The run was interrupted**; the same command resumes it." if summary.interrupted else ""),
+        "",
+        f"{len(summary.scenes)} scenes: {summary.count('done')} done, {summary.count('failed')} failed, "
+        f"{summary.count('pending')} pending; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
+        f"{summary.seconds:.1f} s scanning.",
+        "",
+        "| scene | status | tiles | detections | seconds | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in summary.scenes:
+        status = s.status + (" (earlier run)" if s.resumed else "")
+        if s.outcome:
+            o = s.outcome
+            lines.append(f"| {s.product_id} | {status} | {o.tiles} | {_classes(o.detections)} | {o.seconds:.1f} | {Path(o.result).name} |")
+        else:
+            lines.append(f"| {s.product_id} | {status} | | | | |")
+    failed = [s for s in summary.scenes if s.status == "failed"]
+    if failed:
+        lines += ["", "## Failed", ""] + [f"- {s.product_id}: {s.error}" for s in failed]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(folder: Path, summary: RunSummary) -> tuple[Path, Path]:
+    """Write ``run_summary.json`` and ``run_summary.md`` into ``folder``."""
+    as_json = write_atomic(folder / SUMMARY_JSON, (json.dumps(summary.to_json(), indent=2) + "\n").encode())
+    return as_json, write_atomic(folder / SUMMARY_MARKDOWN, to_markdown(summary).encode())
