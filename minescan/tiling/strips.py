@@ -106,8 +106,11 @@ class StripReader:
         for tile in self.grid:
             tiles_by_row.setdefault(tile.row, []).append(tile)
         height, width, bands = self.scene.height, self.scene.width, len(self.scene.bands)
-        # Strip height: whole blocks, at least a few so that striped files with tiny strips read in bulk.
-        strip = self.block[0] * max(1, math.ceil(256 / self.block[0]))
+        # Strip height: whole blocks and at least 1024 rows.  The block shape a VRT reports
+        # (128 px) can hide its sources' blocks: Sentinel-2 JP2 bands are coded in 1024 px
+        # tiles, and a JP2 tile is decoded again for every strip that cuts it (measured on a
+        # .SAFE scene: 256-row strips 17.2 s, 1024-row strips 4.2 s; GeoTIFF unchanged).
+        strip = self.block[0] * max(1, math.ceil(1024 / self.block[0]))
         buffered: list[_Piece] = []
         read_to = 0  # scene rows [0, read_to) have been decoded
         try:
