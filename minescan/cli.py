@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from minescan import __version__
+from minescan.engine.backends import BACKENDS
 from minescan.errors import MinescanError
+from minescan.export.build_command import add_build_parser
 from minescan.export.commands import add_parsers as add_export_parsers
 from minescan.runs.arguments import add_run_arguments
 
@@ -71,6 +73,9 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
     d.add_argument("--batch", type=_positive(int), default=4, help="tiles per inference batch (default 4)")
     d.add_argument("--threads", type=_positive(int), help="ONNX Runtime intra-op threads (default: all cores)")
+    d.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="where the model runs: auto (a GPU when there is one, else the CPU, saying so), cpu, "
+                   "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
     d.add_argument("--read-threads", type=_positive(int), default=2, help="threads decoding the raster (default 2)")
     d.add_argument("--iou", type=float, default=0.5, help="IoU at which two tiles' boxes are one object (default 0.5)")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
@@ -107,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", required=True, help="detector in the model contract")
     bench.add_argument("--batch", type=_int_list, default=[1, 4, 8], help="batch sizes to try, e.g. 1,4,8 (default)")
     bench.add_argument("--threads", type=_int_list, help="ONNX Runtime intra-op threads to try, e.g. 1,2 (default: all cores)")
+    bench.add_argument("--backend", choices=BACKENDS, default="auto", help="where the model runs (see scan --backend; default auto)")
     bench.add_argument("--read-threads", type=_positive(int), default=2, help="reader threads (default 2)")
     bench.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's, else 640)")
     bench.add_argument("--overlap", type=int, default=128, help="tile overlap in px (default 128)")
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_run_bench)
 
     add_export_parsers(sub, recipe)
+    add_build_parser(sub)
     return parser
 
 
@@ -139,9 +146,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         bands=args.bands, tile=args.tile, overlap=args.overlap, gain=args.gain, offset=args.offset,
         score_threshold=args.score_threshold, read_threads=args.read_threads,
     )
-    load_detector(args.model)  # a bad model fails here, before any timing
+    probe = load_detector(args.model, backend=args.backend)  # a bad model fails here, before any timing
+    print(f"backend: {probe.backend}" + (f" ({probe.notice})" if probe.notice else ""))
     results = [
-        bench_setting(args.scene, lambda t, b: load_detector(args.model, threads=t, max_batch=b), batch, threads, options)
+        bench_setting(args.scene, lambda t, b: load_detector(args.model, backend=args.backend, threads=t, max_batch=b), batch, threads, options)
         for threads in (args.threads or [default_threads()])
         for batch in args.batch
     ]
@@ -194,7 +202,9 @@ def run_scan(args: argparse.Namespace) -> int:
     from minescan.tiling.output import check_writable, write_detections
 
     check_writable(args.out)
-    detector = load_detector(args.model, threads=args.threads, max_batch=args.batch)
+    detector = load_detector(args.model, backend=args.backend, threads=args.threads, max_batch=args.batch)
+    if detector.notice:  # on stdout: stderr carries only the one-line error
+        print(f"note: {detector.notice}", flush=True)
     labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)
     result = scan_scene(args.scenes[0], detector, _options(args))
     write_detections(args.out, result.detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)

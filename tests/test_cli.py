@@ -124,3 +124,26 @@ def test_demo_scores_its_own_scene(tmp_path, capsys):
     assert "25/25 objects found, 0 false positives" in out and "precision 1.000, recall 1.000" in out
     for name in ("scene.tif", "detections.geojson", "detections.gpkg", "truth.geojson"):
         assert (tmp_path / name).is_file()
+
+
+def test_auto_backend_says_when_it_runs_on_the_cpu(capsys, square_model, good_scene, tmp_path):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    assert main(["scan", str(good_scene), "--model", str(square_model), "--out", str(tmp_path / "r.geojson")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("note: backend auto: ONNX Runtime has no GPU provider here") and "running on the CPU" in out
+    assert err == ""
+
+
+def test_build_without_tensorrt_is_one_line(capsys, square_model, tmp_path):
+    from minescan.engine.backends import TensorRTUnavailableError
+
+    try:
+        import minescan.engine.tensorrt_common  # noqa: F401
+    except TensorRTUnavailableError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    _fails(capsys, ["build", str(square_model), "--out", str(tmp_path / "m.engine")], "TensorRT is not available")

@@ -2,7 +2,9 @@
 
 A :class:`Detector` takes a batch of uint8 RGB tiles [B, H, W, 3] and answers
 one :class:`~minescan.engine.detections.TileDetections` per tile.  Backends
-differ in where the model runs (ONNX Runtime on the CPU by default); they
+differ in where the model runs (ONNX Runtime on the CPU by default, a GPU
+provider of ONNX Runtime, or a TensorRT engine; ``backend`` names it and
+``notice`` says why it is not the GPU that ``auto`` looked for); they
 agree on the model contract (:mod:`minescan.engine.contract`) and on splitting
 a batch larger than the model's fixed batch dimension.
 """
@@ -27,6 +29,7 @@ class Detector(Protocol):
     """A loaded model in the OD API contract, ready to run."""
 
     backend: str
+    notice: str | None
     signature: ModelSignature
     metadata: ModelMetadata
 

@@ -1,15 +1,19 @@
-"""The default backend: ONNX Runtime, CPU execution provider.
+"""The default backend: ONNX Runtime, on the CPU or (with onnxruntime-gpu) a GPU execution provider.
 
 The session is created once per model with explicit thread settings (intra-op
 threads default to the machine's cores; ONNX Runtime's own default spins more
 threads than a 2-core CI machine has) and the model is checked against the
-OD API contract before anything runs.
+OD API contract before anything runs.  ``providers`` lists execution providers
+in order of preference (:mod:`minescan.engine.backends` picks them); ONNX
+Runtime places each node on the first that supports it, and ``backend`` names
+the provider the session actually leads with.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -39,12 +43,26 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+_BACKEND_NAMES = {
+    "CPUExecutionProvider": "onnxruntime-cpu",
+    "CUDAExecutionProvider": "onnxruntime-cuda",
+    "TensorrtExecutionProvider": "onnxruntime-tensorrt",
+}
+
+
 class OnnxRuntimeDetector:
-    """A contract-checked model on ONNX Runtime's CPU provider."""
+    """A contract-checked model on ONNX Runtime; ``backend`` is e.g. ``onnxruntime-cpu``."""
 
-    backend = "onnxruntime-cpu"
+    notice: str | None = None
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, max_batch: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        max_batch: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ):
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"model not found: {path}")
@@ -53,11 +71,13 @@ class OnnxRuntimeDetector:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(path), options, providers=list(providers))
         except Exception as exc:  # ORT raises its own exception types for every kind of bad file
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{path}: not a loadable ONNX model ({reason})") from exc
         self.path = path
+        self.providers = tuple(self._session.get_providers())
+        self.backend = _BACKEND_NAMES.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
         self.signature = check_contract(
             str(path),
             [_spec(a) for a in self._session.get_inputs()],
