@@ -21,6 +21,7 @@ INPUT_SIZE_KEY = "minescan.input_size"
 PREPROCESSING_KEY = "minescan.preprocessing"
 SOURCE_SHA256_KEY = "minescan.source_sha256"
 TOOL_VERSIONS_KEY = "minescan.tool_versions"
+BUILD_KEY = "minescan.build"
 
 
 class MetadataError(ValueError):
@@ -33,7 +34,8 @@ class ModelMetadata:
 
     ``labels`` maps 1-based class ids to names; ``input_size`` is (height,
     width) or None for any size; ``preprocessing`` holds the recipe keys
-    ``bands`` (1-based list), ``gain``, ``offset`` and ``scale``.
+    ``bands`` (1-based list), ``gain``, ``offset`` and ``scale``; ``build``
+    how the file was made (target, precision, input size, calibration).
     """
 
     labels: Mapping[int, str] = field(default_factory=dict)
@@ -41,6 +43,7 @@ class ModelMetadata:
     preprocessing: Mapping[str, Any] = field(default_factory=dict)
     source_sha256: str | None = None
     tool_versions: Mapping[str, str] = field(default_factory=dict)
+    build: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _loads(key: str, text: str) -> Any:
@@ -72,12 +75,14 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     if not isinstance(preprocessing, dict):
         raise MetadataError(f"model metadata {PREPROCESSING_KEY!r} must be an object, got {preprocessing!r}")
     tool_versions = _loads(TOOL_VERSIONS_KEY, props[TOOL_VERSIONS_KEY]) if TOOL_VERSIONS_KEY in props else {}
+    build = _loads(BUILD_KEY, props[BUILD_KEY]) if BUILD_KEY in props else {}
     return ModelMetadata(
         labels=labels,
         input_size=input_size,
         preprocessing=preprocessing,
         source_sha256=props.get(SOURCE_SHA256_KEY),
         tool_versions=tool_versions,
+        build=build,
     )
 
 
@@ -89,6 +94,8 @@ def metadata_props(meta: ModelMetadata) -> dict[str, str]:
         PREPROCESSING_KEY: json.dumps(dict(meta.preprocessing), sort_keys=True),
         TOOL_VERSIONS_KEY: json.dumps(dict(meta.tool_versions), sort_keys=True),
     }
+    if meta.build:
+        props[BUILD_KEY] = json.dumps(dict(meta.build), sort_keys=True)
     if meta.source_sha256:
         props[SOURCE_SHA256_KEY] = meta.source_sha256
     return props

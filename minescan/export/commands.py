@@ -1,4 +1,4 @@
-"""The ``minescan export`` command: SavedModel -> verified ONNX.
+"""The ``minescan export`` command: SavedModel -> verified ONNX, optionally TensorRT-ready, FP16 or INT8.
 
 TensorFlow is imported only when the command runs, so the rest of the command
 line works without the ``export`` extra.
@@ -7,9 +7,17 @@ line works without the ``export`` extra.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minescan.export.convert import DEFAULT_OPSET, DEFAULT_PREPROCESSING
 from minescan.export.errors import ExportError
+from minescan.export.variants import PRECISIONS, TARGETS, check_options
+
+if TYPE_CHECKING:
+    from minescan.export.agreement import PrecisionReport
+    from minescan.export.verify import ParityReport
 
 
 def _recipe(args: argparse.Namespace) -> dict:
@@ -24,20 +32,53 @@ def _recipe(args: argparse.Namespace) -> dict:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Convert, then (with ``--verify``) compare TF and ONNX Runtime; exit 1 if they disagree."""
+    """Convert (and build the variant), then with ``--verify`` check each step; exit 1 if one disagrees."""
     from minescan.engine.labels import parse_labels
     from minescan.export.convert import export_onnx
     from minescan.export.verify import verify_export
 
+    check_options(args.target, args.precision, args.calibration)  # before the conversion's seconds
     labels = parse_labels(args.labels) if args.labels else None
-    report = export_onnx(args.saved_model, args.out, opset=args.opset, labels=labels, preprocessing=_recipe(args))
-    print(report.format())
-    if args.verify:
-        parity = verify_export(args.saved_model, args.out)
-        print(parity.format())
-        if not parity.passed:
-            raise ExportError(f"--verify: ONNX Runtime disagrees with TensorFlow beyond tolerance for {args.out}")
+    plain = args.target == "onnx" and args.precision == "fp32" and args.input_size is None
+    with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
+        plain_path = Path(args.out) if plain else Path(work) / "plain.onnx"
+        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args))
+        print(report.format())
+        if args.verify:
+            parity = verify_export(args.saved_model, plain_path)
+            print(parity.format())
+            _check(parity, "ONNX Runtime disagrees with TensorFlow", plain_path)
+        if not plain:
+            _build_variant(args, plain_path)
     return 0
+
+
+def _build_variant(args: argparse.Namespace, plain_path: Path) -> None:
+    from minescan.export.agreement import compare_precision
+    from minescan.export.detections import run_onnx, synthetic_tiles
+    from minescan.export.variants import build_variant
+    from minescan.export.verify import compare_detections
+
+    variant = build_variant(plain_path, args.out, target=args.target, precision=args.precision,
+                            calibration=args.calibration, input_size=args.input_size)
+    print(variant.report.format())
+    if not args.verify:
+        return
+    size = variant.report.input_size or (256, 256)
+    tiles = synthetic_tiles(4, size, seed=0)
+    if args.target == "tensorrt":
+        rewritten = compare_detections(run_onnx(plain_path, tiles), run_onnx(variant.fp32_model, tiles))
+        print("tensorrt rewrite vs plain ONNX, " + rewritten.format())
+        _check(rewritten, "the TensorRT rewrite disagrees with the plain ONNX export", args.out)
+    if args.precision != "fp32":
+        agreement = compare_precision(variant.fp32_model, args.out, args.precision, tiles)
+        print(agreement.format())
+        _check(agreement, f"{args.precision} disagrees with fp32 beyond tolerance", args.out)
+
+
+def _check(report: ParityReport | PrecisionReport, problem: str, path: str | Path) -> None:
+    if not report.passed:
+        raise ExportError(f"--verify: {problem} for {path}")
 
 
 def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.ArgumentParser) -> None:
@@ -47,11 +88,20 @@ def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.Argument
         parents=[scan_options],
         help="convert a TF Object Detection API SavedModel to ONNX (needs the 'export' extra)",
         description="Convert a SavedModel (serving_default) to ONNX in the model contract, "
-        "with labels and the preprocessing recipe (--bands, --gain, --offset) in its metadata.",
+        "with labels and the preprocessing recipe (--bands, --gain, --offset) in its metadata; "
+        "optionally rewritten for TensorRT's ONNX parser and in FP16 or INT8.",
     )
     export.add_argument("saved_model", help="SavedModel directory (exported_model/saved_model)")
     export.add_argument("--out", required=True, help="ONNX file to write")
-    export.add_argument("--verify", action="store_true", help="run TF and ONNX Runtime on the same tiles and fail beyond tolerance")
+    export.add_argument("--verify", action="store_true", help="run TF and ONNX Runtime on the same tiles and fail beyond tolerance "
+                        "(and the TensorRT rewrite against the plain ONNX, FP16/INT8 against FP32)")
     export.add_argument("--labels", help="class names (default: label_map.pbtxt next to or above the SavedModel)")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}; tf2onnx refuses 19+)")
+    export.add_argument("--target", choices=TARGETS, default="onnx",
+                        help="onnx: as converted; tensorrt: rewritten so TensorRT's ONNX parser takes every node (default onnx)")
+    export.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp16: feature trunk in FP16; int8: Q/DQ on the trunk's Conv/MatMul (default fp32)")
+    export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes to calibrate INT8 on (default: synthetic tiles)")
+    export.add_argument("--input-size", type=int, metavar="PX",
+                        help="fix the input to PX x PX (default: the model's own; for tensorrt, 640 if it takes any size)")
     export.set_defaults(handler=run_export)

@@ -24,8 +24,6 @@ extra); the rest of minescan works without them.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from minescan.engine.metadata import ModelMetadata, write_metadata
 from minescan.export._tensorflow import import_optional
 from minescan.export.contract import INPUT_NAME, OUTPUTS, TensorSpec, check_contract
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
+from minescan.export.atomic import write_atomically
 from minescan.export.errors import ExportError
 from minescan.export.label_map import LABEL_MAP_NAME, find_label_map, read_label_map
 from minescan.export.saved_model import saved_model_graph, ServingSignature, load_serving_signature, saved_model_sha256
@@ -271,22 +270,7 @@ def _tool_versions() -> dict[str, str]:
 
 
 def _write_atomically(model: onnx.ModelProto, out_path: Path) -> int:
-    """Write ``model`` to ``out_path`` through a temporary file in the same directory; return its size."""
+    """Write ``model`` to ``out_path`` atomically (see :mod:`minescan.export.atomic`); return its size."""
     if model.ByteSize() > _PROTOBUF_LIMIT:
         raise ExportError(f"ONNX model for {out_path} is {model.ByteSize()} bytes, over protobuf's 2 GiB limit")
-    data = model.SerializeToString()
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    except OSError as exc:
-        raise ExportError(f"cannot write {out_path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, out_path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ExportError(f"cannot write {out_path}: {exc.strerror}") from exc
-    return len(data)
+    return write_atomically(out_path, model.SerializeToString())

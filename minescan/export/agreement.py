@@ -1,0 +1,95 @@
+"""A reduced-precision model against its FP32 original: do they detect the same, and how much faster is it?
+
+:func:`compare_precision` runs both ONNX models with ONNX Runtime on CPU on the
+same tiles and matches the candidate's detections to the FP32 ones
+(:func:`~minescan.export.verify.compare_detections`) with tolerances loose
+enough for FP16/INT8 rounding: the agreement is the recall of the FP32
+detections at or above the score floor.  It then times one tile through each
+model, alternating, in the same process, and reports the median ratio.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from minescan.export.contract import INPUT_NAME
+from minescan.export.detections import open_session, run_onnx
+from minescan.export.verify import SCORE_FLOOR, ParityReport, compare_detections
+
+BOX_TOLERANCE = 0.02  # normalized: 5 px on a 256 px tile, 13 px on 640
+SCORE_TOLERANCE = 0.1
+MIN_RECALL: Mapping[str, float] = {"fp16": 0.95, "int8": 0.8}
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    """FP16/INT8 detections against FP32 on the same tiles, and the CPU speed ratio."""
+
+    precision: str
+    parity: ParityReport
+    fp32_seconds: float  # median per tile, batch 1
+    candidate_seconds: float
+
+    @property
+    def recall(self) -> float:
+        """Fraction of FP32 detections at or above the floor that the candidate reproduces."""
+        return self.parity.agreement
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_seconds / self.candidate_seconds
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+    def format(self) -> str:
+        """A few readable lines, the verdict first."""
+        p = self.parity
+        verdict = "PASS" if self.passed else "FAIL"
+        return "\n".join(
+            [
+                f"{self.precision} vs fp32 {verdict}: recall {self.recall:.1%} ({p.matched}/{p.compared} FP32 detections "
+                f"with score >= {p.score_floor:g} on {p.tiles} tiles; need {p.min_agreement:.0%}), "
+                f"{p.unmatched_candidates} {self.precision}-only",
+                f"matched boxes within {p.max_box_diff:.3g} (tolerance {p.box_tolerance:g}), "
+                f"max score drift {p.max_score_diff:.3g} (tolerance {p.score_tolerance:g})",
+                f"ONNX Runtime CPU, batch 1, median: fp32 {self.fp32_seconds * 1e3:.1f} ms, "
+                f"{self.precision} {self.candidate_seconds * 1e3:.1f} ms per tile ({self.speedup:.2f}x)",
+            ]
+        )
+
+
+def compare_precision(
+    fp32_model: str | Path | bytes,
+    candidate_model: str | Path | bytes,
+    precision: str,
+    tiles: np.ndarray,
+    *,
+    score_floor: float = SCORE_FLOOR,
+    repeats: int = 5,
+) -> PrecisionReport:
+    """Compare ``candidate_model`` (FP16 or INT8) with ``fp32_model`` on ``tiles`` (see the module docstring)."""
+    reference, candidate = open_session(fp32_model), open_session(candidate_model)
+    parity = compare_detections(
+        run_onnx(reference, tiles),
+        run_onnx(candidate, tiles),
+        score_floor=score_floor,
+        box_tolerance=BOX_TOLERANCE,
+        score_tolerance=SCORE_TOLERANCE,
+        min_agreement=MIN_RECALL[precision],
+    )
+    feed = {INPUT_NAME: tiles[:1]}
+    timings: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for index, session in enumerate((reference, candidate)):
+            started = time.perf_counter()
+            session.run(None, feed)
+            timings[index].append(time.perf_counter() - started)
+    return PrecisionReport(precision, parity, statistics.median(timings[0]), statistics.median(timings[1]))

@@ -1,0 +1,91 @@
+"""INT8 with explicit Q/DQ: static quantization of the feature trunk, calibrated on scene tiles.
+
+Tool choice.  ONNX Runtime's ``quantize_static`` (QDQ format, per-channel
+weights) rather than nvidia-modelopt's ONNX quantization: it is already
+installed with ``onnxruntime``, runs its calibration on the CPU, and writes
+plain ``QuantizeLinear``/``DequantizeLinear`` pairs that both ONNX Runtime
+(which fuses them into integer kernels: INT8 measured ~1.9x faster than FP32
+on a zoo Faster R-CNN on this project's 2-core CPUs) and TensorRT (explicit
+quantization) run.  modelopt would add a large dependency set (PyTorch and
+CUDA-oriented tooling) for the same Q/DQ output, and its recipes target
+TensorRT only, while both minescan targets must run on ONNX Runtime CPU.
+
+What is quantized: the Conv/MatMul/Gemm nodes of the feature trunk
+(:func:`minescan.export.precision.trunk_nodes`), weights per output channel,
+int8 and symmetric.  Activations are calibrated with min/max over the
+calibration tiles.  For ``--target tensorrt`` they are int8 and symmetric
+(TensorRT requires zero points of 0); for ``--target onnx`` they are uint8
+with a zero point (the U8S8 form ONNX Runtime's x86 kernels prefer).  Box
+decoding, anchors, NMS and softmax are never quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+
+from minescan.export.contract import INPUT_NAME
+from minescan.export.errors import ExportError
+from minescan.export.precision import MATRIX_OPS, name_nodes, trunk_nodes
+
+
+class _DropPreprocessingHint(logging.Filter):
+    """Hides the quantizer's root-logger advice to run its pre-processing (shape inference is done already)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+class _Tiles:
+    """ONNX Runtime's CalibrationDataReader protocol over uint8 tiles, one per call."""
+
+    def __init__(self, tiles: np.ndarray) -> None:
+        self._iterator: Iterator[np.ndarray] = iter(tiles)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        tile = next(self._iterator, None)
+        return None if tile is None else {INPUT_NAME: tile[np.newaxis]}
+
+
+def quantize_int8(model: onnx.ModelProto, tiles: np.ndarray, *, symmetric_activations: bool) -> onnx.ModelProto:
+    """``model`` with Q/DQ around its trunk's matrix ops, calibrated on ``tiles`` (uint8 [N, H, W, 3])."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    source = onnx.ModelProto()
+    source.CopyFrom(model)
+    name_nodes(source)
+    trunk = trunk_nodes(source)
+    targets = [node.name for node in source.graph.node if node.name in trunk and node.op_type in MATRIX_OPS]
+    if not targets:
+        raise ExportError("no Conv/MatMul/Gemm node found to quantize")
+    hint = _DropPreprocessingHint()
+    logging.getLogger().addFilter(hint)
+    with tempfile.TemporaryDirectory(prefix="minescan-int8-") as work:
+        out = Path(work) / "int8.onnx"
+        try:
+            quantize_static(
+                source,
+                out,
+                _Tiles(tiles),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=sorted({n.op_type for n in source.graph.node if n.name in targets}),
+                nodes_to_quantize=targets,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+            )
+        except Exception as exc:  # the quantizer raises bare ValueError/RuntimeError on graphs it cannot handle
+            raise ExportError(f"ONNX Runtime's quantizer failed: {str(exc).strip().splitlines()[0]}") from exc
+        finally:
+            logging.getLogger().removeFilter(hint)
+        quantized = onnx.load(str(out))
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(model.metadata_props)
+    return quantized
