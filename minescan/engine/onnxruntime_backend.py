@@ -69,6 +69,10 @@ class OnnxRuntimeDetector:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
+        # ORT's intra-op threads spin-wait between ops by default; in a scan the reader and
+        # renderer threads need those cycles.  Measured on 2 cores, 5490 px scene, batch 8:
+        # 4.5 s with spinning, 2.9-4.1 s without.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), options, providers=list(providers))
