@@ -15,6 +15,7 @@ from typing import Sequence
 from minescan import __version__
 from minescan.engine.backends import BACKENDS
 from minescan.errors import MinescanError
+from minescan.evaluate_command import add_parser as add_evaluate_parser
 from minescan.export.build_command import add_build_parser
 from minescan.export.commands import add_parsers as add_export_parsers
 from minescan.runs.arguments import add_run_arguments
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parsers(sub, recipe)
     add_build_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

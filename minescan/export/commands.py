@@ -45,7 +45,7 @@ def run_export(args: argparse.Namespace) -> int:
         report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args))
         print(report.format())
         if args.verify:
-            parity = verify_export(args.saved_model, plain_path)
+            parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
             print(parity.format())
             _check(parity, "ONNX Runtime disagrees with TensorFlow", plain_path)
         if not plain:
@@ -55,7 +55,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _build_variant(args: argparse.Namespace, plain_path: Path) -> None:
     from minescan.export.agreement import compare_precision
-    from minescan.export.detections import run_onnx, synthetic_tiles
+    from minescan.export.detections import run_onnx
     from minescan.export.variants import build_variant
     from minescan.export.verify import compare_detections
 
@@ -64,8 +64,7 @@ def _build_variant(args: argparse.Namespace, plain_path: Path) -> None:
     print(variant.report.format())
     if not args.verify:
         return
-    size = variant.report.input_size or (256, 256)
-    tiles = synthetic_tiles(4, size, seed=0)
+    tiles = _verify_tiles(args, args.out)
     if args.target == "tensorrt":
         rewritten = compare_detections(run_onnx(plain_path, tiles), run_onnx(variant.fp32_model, tiles))
         print("tensorrt rewrite vs plain ONNX, " + rewritten.format())
@@ -74,6 +73,27 @@ def _build_variant(args: argparse.Namespace, plain_path: Path) -> None:
         agreement = compare_precision(variant.fp32_model, args.out, args.precision, tiles)
         print(agreement.format())
         _check(agreement, f"{args.precision} disagrees with fp32 beyond tolerance", args.out)
+
+
+def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
+    """Tiles --verify compares on: synthetic ones, plus tiles of the --calibration scenes when given.
+
+    A trained detector may find nothing on synthetic noise, and nothing compared proves
+    nothing; real scene tiles, rendered with the model's recipe, give it something to find.
+    """
+    import numpy as np
+    import onnx
+
+    from minescan.engine.metadata import read_metadata
+    from minescan.export.calibration import calibration_tiles
+    from minescan.export.detections import synthetic_tiles
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    size = read_metadata(model).input_size or (256, 256)
+    tiles = synthetic_tiles(4, size, seed=0)
+    if args.calibration:
+        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, _recipe(args), count=8)])
+    return tiles
 
 
 def _check(report: ParityReport | PrecisionReport, problem: str, path: str | Path) -> None:
@@ -101,7 +121,8 @@ def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.Argument
                         help="onnx: as converted; tensorrt: rewritten so TensorRT's ONNX parser takes every node (default onnx)")
     export.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp16: feature trunk in FP16; int8: Q/DQ on the trunk's Conv/MatMul (default fp32)")
-    export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes to calibrate INT8 on (default: synthetic tiles)")
+    export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes: INT8 calibrates on their tiles, and --verify compares on them too "
+                        "(default: synthetic tiles only)")
     export.add_argument("--input-size", type=int, metavar="PX",
                         help="fix the input to PX x PX (default: the model's own; for tensorrt, 640 if it takes any size)")
     export.set_defaults(handler=run_export)

@@ -66,6 +66,7 @@ class _Architecture:
     max_proposals: int
     head_channels: int  # 1x1 conv on each 7x7 crop before the fc layer
     head_units: int
+    detection_iou: float = 0.6  # per-class NMS of the final detections, as the OD API's iou_threshold
 
 
 _ARCHITECTURES: Mapping[str, _Architecture] = {
@@ -237,7 +238,7 @@ class _FasterRCNN(tf.Module):
         # Boxes lie in [0, 1]; shifting class c by 2c puts classes in disjoint regions,
         # so one NMS never suppresses across classes.
         shifted = boxes + 2.0 * tf.cast(classes, tf.float32)[:, tf.newaxis]
-        keep = tf.image.non_max_suppression(shifted, scores, self.max_detections, iou_threshold=0.6)
+        keep = tf.image.non_max_suppression(shifted, scores, self.max_detections, iou_threshold=self.arch.detection_iou)
         count = tf.shape(keep)[0]
         proposal_index = keep // self.num_classes
 

@@ -138,8 +138,8 @@ def check_options(target: str, precision: str, calibration: str | Path | None) -
         raise ExportError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if calibration is not None and precision != "int8":
-        raise ExportError(f"--calibration {calibration} is only used with --precision int8")
+    if calibration is not None and not Path(calibration).is_dir():
+        raise ExportError(f"--calibration {calibration}: folder not found")
 
 
 def _input_size(model: onnx.ModelProto, target: str, requested: int | None) -> tuple[int, int] | None:

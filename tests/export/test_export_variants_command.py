@@ -55,8 +55,17 @@ def test_fp16_onnx_target(saved_model_dir, tmp_path, capsys):
     assert _build(out) == {"target": "onnx", "precision": "fp16", "input_size": None, "calibration": None}
 
 
-def test_calibration_without_int8_is_one_line(saved_model_dir, tmp_path, capsys):
-    argv = ["export", str(saved_model_dir), "--out", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path)]
+def test_missing_calibration_folder_is_one_line(saved_model_dir, tmp_path, capsys):
+    argv = ["export", str(saved_model_dir), "--out", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "none")]
     assert main(argv) == 1
-    assert capsys.readouterr().err.strip() == f"minescan: error: --calibration {tmp_path} is only used with --precision int8"
+    assert capsys.readouterr().err.strip() == f"minescan: error: --calibration {tmp_path / 'none'}: folder not found"
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_verify_also_compares_on_scene_tiles_when_given(saved_model_dir, tmp_path, capsys):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_scene(scenes / "a.tif", SceneSpec(width=600, height=600, objects=5, seed=4))
+    argv = ["export", str(saved_model_dir), "--out", str(tmp_path / "m.onnx"), "--verify", "--calibration", str(scenes), "--bands", "3,2,1"]
+    assert main(argv) == 0
+    assert "on 12 tiles" in capsys.readouterr().out  # 4 synthetic + 8 cut from the scene

@@ -1,0 +1,124 @@
+"""Reading result files back: anyone's detections or truth, as boxes on the map.
+
+A result file is any vector file pyogrio reads (GeoJSON, GeoPackage, ...;
+its first layer) whose features carry an integer ``class_id`` (1-based) and,
+for detections, a ``score``; ``class_label``, when present, names the
+classes.  minescan's own results and truth files are such files.
+
+Boxes are compared in one CRS.  Detections and truth may come in different
+ones (a GeoJSON in WGS84 longitude/latitude, a GeoPackage in the scene's
+UTM zone), and a box that is a rectangle in one CRS is a slightly rotated
+quadrilateral in another, so the *common* CRS is a projected one: the
+detections' CRS if projected, else the truth's if projected, else the UTM
+zone at the centre of the detections.  Each geometry is reprojected there
+(vertex by vertex) and reduced to its bounds, ``(xmin, ymin, xmax, ymax)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+
+from minescan.errors import MinescanError
+
+
+class ResultFileError(MinescanError):
+    """A result or truth file that cannot be read as one."""
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """Features of a result file: geometries (its own CRS), class ids, scores (1 where it has none), labels."""
+
+    path: Path
+    geometries: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+    labels: dict[int, str]
+    crs: CRS
+
+    def boxes(self, crs: CRS) -> np.ndarray:
+        """Bounds [N, 4] (xmin, ymin, xmax, ymax) of the geometries reprojected to ``crs``."""
+        geometries = self.geometries
+        if not self.crs.equals(crs):
+            transformer = Transformer.from_crs(self.crs, crs, always_xy=True)
+            geometries = shapely.transform(geometries, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+        return shapely.bounds(geometries).reshape(-1, 4)
+
+
+def _read(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
+    if not path.is_file():
+        raise ResultFileError(f"{path}: not found" if not path.exists() else f"{path}: is not a file")
+    try:
+        meta, _, geometry, fields = pyogrio.raw.read(str(path))
+    except Exception as exc:  # pyogrio raises its own DataSourceError and friends
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResultFileError(f"{path}: not a readable vector file ({message})") from exc
+    return meta, geometry, fields
+
+
+def _field(meta: dict, fields: list[np.ndarray], name: str) -> np.ndarray | None:
+    names = list(meta["fields"])
+    return fields[names.index(name)] if name in names else None
+
+
+def read_result_file(path: str | os.PathLike[str], *, scores: bool) -> ResultFile:
+    """Read ``path``; with ``scores`` it must have a ``score`` field (detections), else scores are 1 (truth)."""
+    path = Path(path)
+    meta, geometry, fields = _read(path)
+    if not meta.get("crs"):
+        raise ResultFileError(f"{path}: has no CRS; cannot place its boxes on the map")
+    crs = CRS.from_user_input(meta["crs"])
+    names = ", ".join(meta["fields"]) or "none"
+    class_ids = _field(meta, fields, "class_id")
+    if class_ids is None:
+        raise ResultFileError(f"{path}: has no 'class_id' field (fields: {names})")
+    if np.asarray(class_ids).dtype.kind not in "iuf":
+        raise ResultFileError(f"{path}: class_id must be an integer >= 1, got {class_ids[0]!r}")
+    numeric = np.asarray(class_ids, np.float64)
+    bad = ~((numeric >= 1) & (numeric == np.round(numeric)))  # NaN (a null) is bad too
+    if bad.any():
+        raise ResultFileError(f"{path}: class_id must be an integer >= 1, got {np.asarray(class_ids)[bad][0].item()!r}")
+    score_values = _field(meta, fields, "score")
+    if scores and score_values is None:
+        raise ResultFileError(f"{path}: has no 'score' field (fields: {names}); detections need scores")
+    geometries = shapely.from_wkb(geometry)
+    empty = np.flatnonzero(shapely.is_missing(geometries) | shapely.is_empty(geometries))
+    if len(empty):
+        raise ResultFileError(f"{path}: feature {int(empty[0])} has no geometry")
+    class_ids = numeric.astype(np.int64)
+    label_values = _field(meta, fields, "class_label")
+    labels = {} if label_values is None else {int(c): str(v) for c, v in zip(class_ids, label_values) if v}
+    return ResultFile(
+        path=path,
+        geometries=geometries,
+        class_ids=class_ids,
+        scores=np.ones(len(class_ids)) if score_values is None else np.asarray(score_values, np.float64),
+        labels=labels,
+        crs=crs,
+    )
+
+
+def common_crs(detections: ResultFile, truth: ResultFile) -> CRS:
+    """The projected CRS both files are compared in (see the module docstring)."""
+    for candidate in (detections, truth):
+        if candidate.crs.is_projected:
+            return candidate.crs
+    source = detections if len(detections.geometries) else truth
+    if not len(source.geometries):
+        return source.crs
+    lonlat = source.boxes(CRS.from_epsg(4326))
+    centre_lon = (lonlat[:, 0].min() + lonlat[:, 2].max()) / 2
+    centre_lat = (lonlat[:, 1].min() + lonlat[:, 3].max()) / 2
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(centre_lon, centre_lat, centre_lon, centre_lat))
+    if not zones:
+        raise ResultFileError(f"{source.path}: no UTM zone at longitude {centre_lon:.4f}, latitude {centre_lat:.4f}")
+    return CRS.from_epsg(zones[0].code)

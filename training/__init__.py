@@ -1,0 +1,1 @@
+"""Training minescan's demo detector (needs the export extra: TensorFlow)."""
