@@ -99,6 +99,8 @@ def export_onnx(
     class_names = _labels(saved_model_dir, labels)
     signature = load_serving_signature(saved_model_dir)
     model = _convert(signature, saved_model_dir, opset)
+    _drop_unused_inputs(model)
+    _complete_loop_signatures(model.graph)
     _adopt_static_output_shapes(model, signature)
     _check_onnx_contract(model)
     model, batch_note = _with_batch_dim(model)
@@ -173,6 +175,54 @@ def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: in
     del model.graph.output[:]
     model.graph.output.extend(ordered)
     return model
+
+
+def _drop_unused_inputs(model: onnx.ModelProto) -> None:
+    """Remove graph inputs other than the image that no node reads.
+
+    tf2onnx leaves some captured tensors of real OD API exports (three float
+    [2] captures of the Faster R-CNN ResNet-50 zoo model) as dangling graph
+    inputs after its optimizers removed their consumers; nothing can feed them.
+    """
+    used = set()
+
+    def collect(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            used.update(node.input)
+            for attribute in node.attribute:
+                for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                    collect(subgraph)
+
+    collect(model.graph)
+    used.update(output.name for output in model.graph.output)
+    kept = [value for value in model.graph.input if value.name == INPUT_NAME or value.name in used]
+    if len(kept) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+
+
+def _complete_loop_signatures(graph: onnx.GraphProto) -> None:
+    """Give every Loop body's iteration-number and condition inputs their scalar shape.
+
+    The ONNX spec fixes them (int64 and bool scalars), but tf2onnx sometimes
+    leaves the iteration number without a shape ("missing output shape for
+    ..._loop_counter"), seen on a ``tf.map_fn`` over the batch like the OD
+    API exporter's; ONNX Runtime then refuses to run the Loop ("subgraph
+    input 0 has unknown shape").
+    """
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                _complete_loop_signatures(subgraph)
+        if node.op_type != "Loop":
+            continue
+        body = next(a.g for a in node.attribute if a.name == "body")
+        for value, elem_type in zip(body.input[:2], (onnx.TensorProto.INT64, onnx.TensorProto.BOOL)):
+            tensor_type = value.type.tensor_type
+            if not tensor_type.elem_type:
+                tensor_type.elem_type = elem_type
+            if not tensor_type.HasField("shape"):
+                tensor_type.shape.SetInParent()  # rank 0
 
 
 def _adopt_static_output_shapes(model: onnx.ModelProto, signature: ServingSignature) -> None:

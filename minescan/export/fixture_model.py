@@ -27,6 +27,14 @@ Two choices keep TF and ONNX Runtime comparable:
   0/1 or crowd them into a narrow band, and the resulting (near-)ties are
   broken differently by TF and ONNX Runtime.
 
+``resizer="od_api"`` adds the OD API exporter's preprocessing: each image of
+the batch goes through a ``tf.map_fn`` (tf2onnx: a ``Loop`` over the batch)
+that resizes it with the ``keep_aspect_ratio_resizer`` (min = max =
+``resize_size``, ``pad_to_max_dimension``: the resize is chosen by a
+``tf.cond`` on the image shape, tf2onnx: an ``If``) and zero-pads it to a
+square; boxes are mapped back to the unpadded image.  That is the control
+flow ``--target tensorrt`` has to remove on real OD API exports.
+
 Backbones: ``"tiny"`` (a small residual conv stack, for tests: builds, saves
 and converts in seconds) and ``"resnet50"`` (Keras ResNet50 up to
 ``conv4_block6_out``, the C4 feature map of Faster R-CNN ResNet-50, with an fc
@@ -54,6 +62,7 @@ SAVED_MODEL_DIR = "saved_model"
 # Faster R-CNN box coder scale factors (ty, tx, th, tw), as in the OD API configs.
 _BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)
 _CROP_SIZE = 14  # crop_and_resize size; a 2x2 max pool then gives 7x7, as in the OD API
+RESIZERS = (None, "od_api")
 
 
 @dataclass(frozen=True)
@@ -83,17 +92,23 @@ def build_fixture_model(
     max_detections: int = 100,
     seed: int = 0,
     calibration_size: int = 256,
+    resizer: str | None = None,
+    resize_size: int = 256,
 ) -> Path:
     """Build, save and return ``out_dir/saved_model``; ``out_dir/label_map.pbtxt`` holds ``labels``.
 
     ``seed`` makes the weights reproducible (it seeds Keras' global RNGs);
     ``calibration_size`` is the side of the seeded image the predictor layers
-    are standardized on.
+    are standardized on.  ``resizer="od_api"`` adds the OD API's per-image
+    keep-aspect-ratio resize to ``resize_size`` (see the module doc).
     """
     if backbone not in _ARCHITECTURES:
         raise ValueError(f"unknown fixture backbone {backbone!r}; choose from {', '.join(_ARCHITECTURES)}")
+    if resizer not in RESIZERS:
+        raise ValueError(f"unknown fixture resizer {resizer!r}; choose from None, 'od_api'")
     keras.utils.set_random_seed(seed)
-    detector = _FasterRCNN(backbone, num_classes=max(labels), max_detections=max_detections)
+    detector = _FasterRCNN(backbone, num_classes=max(labels), max_detections=max_detections,
+                           resize_size=resize_size if resizer else None)
     rng = np.random.default_rng(seed)
     detector.calibrate(rng.integers(0, 256, (calibration_size, calibration_size, 3), dtype=np.uint8))
 
@@ -151,8 +166,9 @@ def _standardize(layer: keras.layers.Layer, inputs: tf.Tensor) -> None:
 class _FasterRCNN(tf.Module):
     """The two-stage detector; ``serve`` is the OD API serving function."""
 
-    def __init__(self, backbone: str, num_classes: int, max_detections: int) -> None:
+    def __init__(self, backbone: str, num_classes: int, max_detections: int, resize_size: int | None = None) -> None:
         super().__init__(name="faster_rcnn")
+        self.resize_size = resize_size  # None: no OD API resizer
         self.arch = _ARCHITECTURES[backbone]
         self.num_classes = num_classes
         self.max_detections = max_detections
@@ -168,6 +184,8 @@ class _FasterRCNN(tf.Module):
 
     def calibrate(self, image: np.ndarray) -> None:
         """Build the layers on ``image`` [H, W, 3] and standardize each predictor's outputs on it."""
+        if self.resize_size:
+            image, _ = _keep_aspect_ratio_resize(tf.cast(tf.constant(image), tf.float32), self.resize_size)
         features = self._features(tf.constant(image))
         hidden = self.rpn_conv(features)
         _standardize(self.rpn_objectness, hidden)
@@ -179,6 +197,8 @@ class _FasterRCNN(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
     def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.resize_size:
+            return self._serve_resized(input_tensor)
         image = input_tensor[0]
         features = self._features(image)
         proposals, _ = self._proposals(tf.shape(image), features)
@@ -188,6 +208,30 @@ class _FasterRCNN(tf.Module):
         class_boxes = _decode(deltas, proposals[:, tf.newaxis, :])
         outputs = self._detections(class_boxes, probabilities)
         outputs["raw_detection_boxes"] = proposals
+        outputs["raw_detection_scores"] = probabilities
+        return {name: value[tf.newaxis] for name, value in outputs.items()}
+
+    def _serve_resized(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The OD API exporter's path: map the resizer over the batch, detect on image 0, unpad the boxes."""
+        size = self.resize_size
+
+        def preprocess(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return _keep_aspect_ratio_resize(tf.cast(image, tf.float32), size)
+
+        images, true_shapes = tf.map_fn(
+            preprocess, input_tensor, fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([3], tf.int32))
+        )
+        image = images[0]
+        features = self._features(image)
+        proposals, _ = self._proposals(tf.shape(image), features)
+        hidden = self._head_hidden(features, proposals)
+        probabilities = tf.nn.softmax(self.class_logits(hidden))
+        deltas = tf.reshape(self.box_deltas(hidden), [-1, self.num_classes, 4])
+        outputs = self._detections(_decode(deltas, proposals[:, tf.newaxis, :]), probabilities)
+        # Boxes are normalized to the padded square; the OD API maps them to the true image window.
+        scale = float(size) / tf.cast(tf.tile(true_shapes[0, :2], [2]), tf.float32)
+        outputs["detection_boxes"] = tf.clip_by_value(outputs["detection_boxes"] * scale, 0.0, 1.0)
+        outputs["raw_detection_boxes"] = tf.clip_by_value(proposals * scale, 0.0, 1.0)
         outputs["raw_detection_scores"] = probabilities
         return {name: value[tf.newaxis] for name, value in outputs.items()}
 
@@ -257,3 +301,28 @@ class _FasterRCNN(tf.Module):
             "detection_multiclass_scores": padded(tf.gather(probabilities, proposal_index)),
             "detection_anchor_indices": padded(tf.cast(proposal_index, tf.float32)),
         }
+
+
+def _keep_aspect_ratio_resize(image: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The OD API's ``keep_aspect_ratio_resizer`` with min = max = ``size`` and ``pad_to_max_dimension``.
+
+    As in ``preprocessor.resize_to_range`` for a dynamic shape: scale the short
+    side to ``size`` unless that makes the long side exceed it, in which case
+    scale the long side to ``size`` (a ``tf.cond``); bilinear resize, then
+    zero-pad bottom and right to ``size`` x ``size``.  Returns the padded
+    float image and the true (resized) shape [h, w, 3].
+    """
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    target = tf.constant(float(size))
+    small_scale = target / tf.minimum(height, width)
+    small_size = tf.cast(tf.round(tf.stack([height * small_scale, width * small_scale])), tf.int32)
+    large_scale = target / tf.maximum(height, width)
+    large_size = tf.cast(tf.round(tf.stack([height * large_scale, width * large_scale])), tf.int32)
+    resized = tf.cond(
+        tf.cast(tf.reduce_max(small_size), tf.float32) > target,
+        lambda: tf.image.resize(image, large_size),
+        lambda: tf.image.resize(image, small_size),
+    )
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, size, size)
+    return padded, tf.concat([tf.shape(resized)[:2], [3]], 0)

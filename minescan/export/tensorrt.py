@@ -6,13 +6,20 @@ What tf2onnx leaves that TensorRT 10.x cannot parse, and what replaces it:
   ``RoiAlign`` with a mask (:mod:`minescan.export.crop_and_resize`; exact
   TF semantics, so it also removes the ONNX export's edge-box mismatch);
 * control flow that only depends on the input size (the OD API's per-image
-  resizer: an ``If`` on the image shape inside a ``Loop`` over the batch)
-  becomes static once the input size is fixed: ONNX Runtime folds every
-  constant subgraph and the ``If`` with a constant condition is inlined
-  (onnx-graphsurgeon's ``fold_constants``);
+  preprocessing: a ``Loop`` over the batch from ``tf.map_fn``, whose body
+  holds the ``keep_aspect_ratio_resizer``'s ``If`` on the image shape)
+  becomes static once the input size is fixed: with the batch fixed at 1 the
+  Loop runs once and is unrolled, and constant folding (onnx-graphsurgeon's
+  ``fold_constants``, ONNX Runtime underneath) turns the If's condition into
+  a constant, so the If is replaced by the branch it takes
+  (:mod:`minescan.export.control_flow`); folding runs between the steps;
 * NMS needs nothing: tf2onnx already emits ``NonMaxSuppression`` (and
-  ``TopK``/``Gather``) for TF's NMS ops, and the outputs are padded to the
-  signature's fixed K by ``Pad``, all of which TensorRT parses.
+  ``TopK``/``Gather``/``NonZero``) for TF's NMS ops, and the outputs are padded
+  to the signature's fixed K by ``Pad``, all of which TensorRT parses, except
+  that the OD API's ``SortByField`` sorts with ``TopK(K = Shape(x)[0])`` and
+  the parser wants K as an initializer: :mod:`minescan.export.topk` pads
+  ``x`` to a static bound of its length and slices the result back (same
+  values and indices).
 
 Anything still outside TensorRT's operator matrix
 (:mod:`minescan.export.tensorrt_ops`), or any ``Loop``/``If`` left, is an
@@ -31,11 +38,14 @@ from typing import Mapping
 import onnx
 import onnx_graphsurgeon as gs
 
+from minescan.export.control_flow import drop_identities, inline_constant_ifs, unroll_single_trip_loops
 from minescan.export.crop_and_resize import replace_crop_and_resize_loops
 from minescan.export.errors import ExportError
 from minescan.export.tensorrt_ops import tensorrt_problems
+from minescan.export.topk import bound_dynamic_topk
 
 CONTROL_FLOW = ("Loop", "If", "Scan")
+_MAX_ROUNDS = 8  # unroll/inline/fold rounds; each round removes at least one Loop or If
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,9 @@ class RewriteReport:
     ops_after: Mapping[str, int]
     crops_replaced: int
     input_size: tuple[int, int] | None  # fixed (height, width), None when left as exported
+    loops_unrolled: int = 0  # Loops with a trip count of 1 (the OD API's map over the batch)
+    ifs_inlined: int = 0  # Ifs with a constant condition (the resizer's), subgraphs included
+    topk_bounded: int = 0  # TopKs whose computed K was replaced by a static bound (the OD API's SortByField)
 
     @property
     def nodes_before(self) -> int:
@@ -63,7 +76,9 @@ class RewriteReport:
         return "\n".join(
             [
                 f"tensorrt rewrite: {self.nodes_before} -> {self.nodes_after} nodes, {self.crops_replaced} crop_and_resize "
-                f"Loop(s) -> RoiAlign, no Loop/If left, every op in TensorRT 10's ONNX operator matrix",
+                f"Loop(s) -> RoiAlign, {self.loops_unrolled} single-trip Loop(s) unrolled, {self.ifs_inlined} constant If(s) "
+                f"inlined, {self.topk_bounded} TopK(s) given a constant K, no Loop/If left, "
+                f"every op in TensorRT 10's ONNX operator matrix",
                 f"input size {size}; batch fixed at 1; ops changed: {diff or 'none'}",
             ]
         )
@@ -95,9 +110,24 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
     graph = gs.import_onnx(_infer_shapes(source))
     crops = replace_crop_and_resize_loops(graph)
     graph.cleanup().toposort()
-    graph.fold_constants(fold_shapes=True, flatten_subgraphs=True)
-    graph.cleanup().toposort()
-    rewritten = _infer_shapes(gs.export_onnx(graph))
+    rewritten = _folded(graph)
+    loops = 0
+    for _ in range(_MAX_ROUNDS):
+        # The batch Loop must go first: the resizer's If sits in its body, where its
+        # condition (the image shape) only folds once the body is in the main graph.
+        unrolled = unroll_single_trip_loops(rewritten)
+        inlined = inline_constant_ifs(rewritten)
+        if not unrolled and not inlined:
+            break
+        loops += unrolled
+        drop_identities(rewritten)
+        rewritten = _folded(gs.import_onnx(_infer_shapes(rewritten)))
+    drop_identities(rewritten)
+    rewritten = _infer_shapes(rewritten)
+    topks = bound_dynamic_topk(rewritten)
+    if topks:
+        rewritten = _infer_shapes(_folded(gs.import_onnx(rewritten)))
+    del rewritten.metadata_props[:]
     rewritten.metadata_props.extend(model.metadata_props)
 
     left = [n for n in rewritten.graph.node if n.op_type in CONTROL_FLOW]
@@ -113,12 +143,37 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
         ops_after=_op_counts(rewritten),
         crops_replaced=crops,
         input_size=input_size,
+        loops_unrolled=loops,
+        ifs_inlined=_count(source.graph, "If") - _count(rewritten.graph, "If"),
+        topk_bounded=topks,
     )
+
+
+def _folded(graph: gs.Graph) -> onnx.ModelProto:
+    """``graph`` with its constant subgraphs folded (constant-condition Ifs flattened), as a model."""
+    for subgraph in graph.subgraphs(recursive=True):
+        # Subgraphs are folded as models of their own; without the IR version onnx's
+        # newest would be stamped on them, which ONNX Runtime may not load yet.
+        subgraph.ir_version = graph.ir_version
+    graph.fold_constants(fold_shapes=True, flatten_subgraphs=True)
+    graph.cleanup().toposort()
+    return gs.export_onnx(graph)
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     # Shapes let fold_constants fold Shape ops; data_prop follows them through Gather/Concat chains.
     return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+
+
+def _count(graph: onnx.GraphProto, op_type: str) -> int:
+    """How many ``op_type`` nodes ``graph`` has, its subgraphs included."""
+    total = 0
+    for node in graph.node:
+        total += node.op_type == op_type
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                total += _count(subgraph, op_type)
+    return total
 
 
 def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
