@@ -99,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(scan)
     scan.set_defaults(handler=run_scan)
 
-    demo = sub.add_parser("demo", help="generate a Sentinel-2-like scene, scan it, and score the result against its truth")
+    demo = sub.add_parser("demo", help="generate a Sentinel-2-like mining scene, scan it with the shipped demo detector, score it")
     demo.add_argument("--out-dir", default="minescan-demo", help="where to write the scene and results (default ./minescan-demo)")
     demo.add_argument("--seed", type=int, help="scene seed (default: a new one each run)")
-    demo.add_argument("--size", default="5000x4000", help="scene WIDTHxHEIGHT in px (default 5000x4000)")
-    demo.add_argument("--objects", type=_positive(int), default=150, help="objects to place (default 150)")
+    demo.add_argument("--size", default="4096x4096", help="scene WIDTHxHEIGHT in px (default 4096x4096, 1678 km2)")
+    demo.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="which shipped model to run (default fp32)")
     demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_run_demo)
 

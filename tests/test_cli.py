@@ -118,12 +118,21 @@ def test_real_process_exit_code_quiet_stderr_and_verbose_traceback(square_model,
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
 
-def test_demo_scores_its_own_scene(tmp_path, capsys):
-    assert main(["demo", "--out-dir", str(tmp_path), "--size", "1500x1200", "--objects", "25", "--seed", "3"]) == 0
+def test_demo_runs_the_shipped_detector_and_meets_its_targets(tmp_path, capsys):
+    assert main(["demo", "--out-dir", str(tmp_path), "--size", "3072x3072", "--seed", "11"]) == 0
     out = capsys.readouterr().out
-    assert "25/25 objects found, 0 false positives" in out and "precision 1.000, recall 1.000" in out
-    for name in ("scene.tif", "detections.geojson", "detections.gpkg", "truth.geojson"):
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("illegal_mining", "legal_mining"))}
+    assert set(rows) == {"illegal_mining", "legal_mining"}
+    for row in rows.values():  # class truth detections TP FP FN precision recall AP
+        assert int(row[1]) > 0 and float(row[6]) >= 0.9 and float(row[7]) >= 0.9
+    for name in ("scene.tif", "detections.geojson", "detections.gpkg", "truth.geojson", "quicklook.png"):
         assert (tmp_path / name).is_file()
+    assert (tmp_path / "quicklook.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_the_int8_model_on_request(tmp_path, capsys):
+    assert main(["demo", "--out-dir", str(tmp_path), "--size", "1024x1024", "--seed", "4", "--precision", "int8"]) == 0
+    assert "with demo_detector_int8.onnx (onnxruntime-cpu)" in capsys.readouterr().out
 
 
 def test_auto_backend_says_when_it_runs_on_the_cpu(capsys, square_model, good_scene, tmp_path):

@@ -1,6 +1,6 @@
 """Train minescan's demo detector: a Faster R-CNN on synthetic Sentinel-2 mining scenes, on CPU.
 
-    .venv/bin/python training/train_demo_detector.py --out training/runs/demo
+    .venv/bin/python training/train_demo_detector.py --out training/demo_detector
     .venv/bin/python training/train_demo_detector.py --out /tmp/smoke --steps 40 --check-decrease
 
 It generates ``--scenes`` mining scenes (seeds ``SCENE_SEED_BASE`` + 0, 1, ...;

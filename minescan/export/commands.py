@@ -15,6 +15,8 @@ from minescan.export.convert import DEFAULT_OPSET, DEFAULT_PREPROCESSING
 from minescan.export.errors import ExportError
 from minescan.export.variants import PRECISIONS, TARGETS, check_options
 
+VERIFY_SCENE_TILES = 24  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
+
 if TYPE_CHECKING:
     from minescan.export.agreement import PrecisionReport
     from minescan.export.verify import ParityReport
@@ -92,7 +94,7 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
     size = read_metadata(model).input_size or (256, 256)
     tiles = synthetic_tiles(4, size, seed=0)
     if args.calibration:
-        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, _recipe(args), count=8)])
+        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, _recipe(args), count=VERIFY_SCENE_TILES)])
     return tiles
 
 
