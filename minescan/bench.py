@@ -1,15 +1,16 @@
 """``minescan bench``: where a scan's time goes, measured in one run.
 
-For each setting (batch size x ONNX Runtime threads) it runs, on the same
-scene and the same tiles:
+For each setting (batch size x ONNX Runtime threads per call x concurrent
+calls) it runs, on the same scene and the same tiles:
 
 1. *read only*: the strip reader alone; the rendered uint8 tiles are kept in
    a temporary memory-mapped file (on disk, so memory stays bounded) for the
    passes that follow, and rendering is timed as its own stage;
-2. *model only*: the detector alone on those tiles, in the same batches: the
-   floor no scan of these tiles can beat;
+2. *model only*: the detector alone on those tiles, in the same batches and
+   with the same concurrent calls: the floor no scan of these tiles can beat;
 3. *stitch only*: the stitcher alone on the detections of pass 2;
-4. *pipeline*: a real scan, with per-stage busy times and peak RSS.
+4. *pipeline*: a real scan and the GeoPackage written from it, with per-stage
+   busy times, peak RSS and the CPU time of all its threads.
 
 Efficiency is the pipeline's wall time over the slowest stage measured
 alone: 1.0 means every other stage hid completely behind the slowest.
@@ -29,14 +30,16 @@ import numpy as np
 import rasterio
 
 from minescan.engine import Detector
-from minescan.pipeline import StageClock
+from minescan.engine.onnxruntime_backend import available_cores
+from minescan.pipeline import StageClock, ordered_map
 from minescan.scan import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, tile_size
 from minescan.tiling.grid import TileGrid
+from minescan.tiling.output import write_detections
 from minescan.tiling.scene import Scene
 from minescan.tiling.stitch import Stitcher
 from minescan.tiling.strips import RowEnd, StripReader
 
-STAGES = ("read", "radiometry", "inference", "stitch")
+STAGES = ("read", "radiometry", "inference", "stitch", "write")
 
 
 def peak_rss_bytes() -> int:
@@ -79,12 +82,15 @@ class BenchResult:
     """One setting's figures."""
 
     batch: int
-    threads: int
+    threads: int | None  # intra-op threads per call (None: not an ONNX Runtime setting, e.g. TensorRT)
+    workers: int  # concurrent inference calls
     tiles: int
     pipeline_s: float
     alone_s: dict[str, float]
     in_pipeline: dict[str, StageTiming]
     peak_rss_mb: float
+    cpu_s: float  # CPU time of the whole process during the pipeline, all threads
+    cores: int
     megapixels: float
     km2: float
     detections: int
@@ -94,13 +100,18 @@ class BenchResult:
         return max(self.alone_s, key=self.alone_s.__getitem__)
 
     @property
+    def cpu_busy(self) -> float:
+        """Share of the cores the pipeline kept busy."""
+        return self.cpu_s / max(self.pipeline_s * self.cores, 1e-9)
+
+    @property
     def efficiency(self) -> float:
         """Pipeline wall time over the slowest stage alone (1.0 = perfect overlap)."""
         return self.pipeline_s / max(self.alone_s[self.slowest], 1e-9)
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        data.update(slowest_stage=self.slowest, efficiency=self.efficiency,
+        data.update(slowest_stage=self.slowest, efficiency=self.efficiency, cpu_busy=self.cpu_busy,
                     tiles_per_s=self.tiles / self.pipeline_s, mpx_per_s=self.megapixels / self.pipeline_s,
                     km2_per_s=self.km2 / self.pipeline_s)
         return data
@@ -156,13 +167,12 @@ def _batched(tiles: _Tiles, batch: int) -> Iterable[tuple[list, np.ndarray, list
 
 def bench_setting(
     scene_path: str | Path,
-    make_detector: Callable[[int, int], Detector],
+    make_detector: Callable[[int], Detector],
     batch: int,
-    threads: int,
     options: ScanOptions,
 ) -> BenchResult:
-    """Measure one (batch, threads) setting; ``make_detector(threads, batch)`` loads the model."""
-    detector = make_detector(threads, batch)
+    """Measure one setting; ``make_detector(batch)`` loads the model with its threads and workers."""
+    detector = make_detector(batch)
     options = ScanOptions(**{**options.__dict__, "batch": batch})
     with Scene(scene_path, bands=options.bands, nodata=options.nodata) as scene:
         grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
@@ -173,14 +183,19 @@ def bench_setting(
         with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir:
             tiles, read_clock = _read_only(scene, grid, options, radiometry, workdir)
             detector.detect(np.zeros((min(batch, max(1, len(tiles.rgb))), grid.size, grid.size, 3), np.uint8))  # warm-up
-            model_clock, found = StageClock(), []
-            for chunk, rgb, rows in _batched(tiles, batch):
-                if chunk:
-                    batch_rgb = np.array(rgb)  # out of the memory map before the clock starts
-                    with model_clock.time("inference", len(chunk)):
-                        found.append(detector.detect(batch_rgb, options.score_threshold))
-                else:
-                    found.append([])
+            model_clock = StageClock()
+
+            def model_only(rgb: np.ndarray) -> list:
+                with model_clock.time("inference", len(rgb)):
+                    return detector.detect(rgb, options.score_threshold) if len(rgb) else []
+
+            # Batches leave the memory map before the clock starts; the wall time of the whole
+            # pass is the floor (busy time sums over concurrent calls).
+            inputs = [np.array(rgb) for _, rgb, _ in _batched(tiles, batch)]
+            started = time.perf_counter()
+            found = list(ordered_map(model_only, inputs, workers=detector.concurrency, name="model-only"))
+            model_wall = time.perf_counter() - started
+            del inputs
             stitch_clock, stitcher = StageClock(), Stitcher(options.stitch)
             for (chunk, _, rows), detections in zip(_batched(tiles, batch), found):
                 with stitch_clock.time("stitch", len(chunk)):
@@ -194,17 +209,22 @@ def bench_setting(
     alone = {
         "read": read_clock.total("read"),
         "radiometry": read_clock.total("radiometry"),
-        "inference": model_clock.total("inference"),
+        "inference": model_wall,
         "stitch": stitch_clock.total("stitch"),
     }
     clock = StageClock()
     reset_peak_rss()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = scan_scene(scene_path, detector, options, on_tile=lambda n: None, clock=clock)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir, clock.time("write", 0):
+        write_detections(Path(workdir) / "detections.gpkg", result.detections, transform=result.transform,
+                         crs=result.crs, labels=dict(detector.metadata.labels), scene=result.scene)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    alone["write"] = clock.total("write")  # the result is written once the scene is done, in both cases
     return BenchResult(
-        batch=batch, threads=threads, tiles=result.tiles, pipeline_s=wall, alone_s=alone,
+        batch=batch, threads=getattr(detector, "threads", None), workers=detector.concurrency, tiles=result.tiles, pipeline_s=wall, alone_s=alone,
         in_pipeline={s: StageTiming.of(clock, s) for s in STAGES}, peak_rss_mb=peak_rss_bytes() / 2**20,
+        cpu_s=cpu, cores=available_cores(),
         megapixels=megapixels, km2=area_km2, detections=len(result.detections),
     )
 
@@ -212,22 +232,27 @@ def bench_setting(
 def format_table(results: list[BenchResult]) -> str:
     """A readable table: one row per setting, then per-stage detail."""
     lines = [
-        "batch threads  tiles  wall s  tiles/s  Mpx/s  km2/s  slowest(alone)   efficiency  peak RSS MB",
+        "batch threads workers  tiles  wall s  tiles/s  Mpx/s  km2/s  slowest(alone)   efficiency  CPU busy  peak RSS MB",
     ]
     for r in results:
         lines.append(
-            f"{r.batch:>5} {r.threads:>7} {r.tiles:>6} {r.pipeline_s:>7.2f} {r.tiles / r.pipeline_s:>8.1f} "
+            f"{r.batch:>5} {r.threads or '-':>7} {r.workers:>7} {r.tiles:>6} {r.pipeline_s:>7.2f} {r.tiles / r.pipeline_s:>8.1f} "
             f"{r.megapixels / r.pipeline_s:>6.1f} {r.km2 / r.pipeline_s:>6.1f}  "
-            f"{r.slowest + f' {r.alone_s[r.slowest]:.2f}s':<16} {r.efficiency:>10.2f}  {r.peak_rss_mb:>11.0f}"
+            f"{r.slowest + f' {r.alone_s[r.slowest]:.2f}s':<16} {r.efficiency:>10.2f}  {r.cpu_busy:>8.0%}  {r.peak_rss_mb:>11.0f}"
         )
     lines.append("")
-    lines.append("stage        alone s | in pipeline: busy s  p50 ms/tile  p95 ms/tile   (batch, threads)")
+    lines.append("stage        alone s | in pipeline: busy s  p50 ms/tile  p95 ms/tile   (batch, threads, workers)")
     for r in results:
         for stage in STAGES:
             t = r.in_pipeline[stage]
             lines.append(
-                f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>12.2f} {t.p95_ms:>12.2f}   ({r.batch}, {r.threads})"
+                f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>12.2f} {t.p95_ms:>12.2f}   "
+                f"({r.batch}, {r.threads or '-'}, {r.workers})"
             )
+    lines.append("")
+    lines.append("efficiency = pipeline wall / slowest stage alone (1.00 = every other stage hidden); "
+                 "CPU busy = CPU time of the pipeline / (wall x cores): near 100% the scan is CPU-bound, "
+                 "and the stages can only share the cores, not hide behind each other")
     return "\n".join(lines)
 
 

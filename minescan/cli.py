@@ -72,7 +72,9 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("detection")
     d.add_argument("--score-threshold", type=float, default=0.5, help="drop detections scoring below this (default 0.5)")
     d.add_argument("--batch", type=_positive(int), default=4, help="tiles per inference batch (default 4)")
-    d.add_argument("--threads", type=_positive(int), help="ONNX Runtime intra-op threads (default: all cores)")
+    d.add_argument("--threads", type=_positive(int), help="ONNX Runtime intra-op threads per inference call (default: cores / --workers)")
+    d.add_argument("--workers", type=_positive(int),
+                   help="inference calls running at once on the CPU (default: one per core, at most 4; GPU backends: 1)")
     d.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="where the model runs: auto (a GPU when there is one, else the CPU, saying so), cpu, "
                    "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("scene", help="GeoTIFF/COG to scan")
     bench.add_argument("--model", required=True, help="detector in the model contract")
     bench.add_argument("--batch", type=_int_list, default=[1, 4, 8], help="batch sizes to try, e.g. 1,4,8 (default)")
-    bench.add_argument("--threads", type=_int_list, help="ONNX Runtime intra-op threads to try, e.g. 1,2 (default: all cores)")
+    bench.add_argument("--threads", type=_int_list, help="ONNX Runtime intra-op threads per call to try, e.g. 1,2 (default: cores / workers)")
+    bench.add_argument("--workers", type=_int_list, help="concurrent inference calls to try, e.g. 1,2 (default: one per core, at most 4)")
     bench.add_argument("--backend", choices=BACKENDS, default="auto", help="where the model runs (see scan --backend; default auto)")
     bench.add_argument("--read-threads", type=_positive(int), default=2, help="reader threads (default 2)")
     bench.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's, else 640)")
@@ -140,7 +143,6 @@ def _int_list(value: str) -> list[int]:
 def _run_bench(args: argparse.Namespace) -> int:
     from minescan.bench import bench_setting, format_table, write_json
     from minescan.engine import load_detector
-    from minescan.engine.onnxruntime_backend import default_threads
     from minescan.scan import ScanOptions
 
     options = ScanOptions(
@@ -149,9 +151,13 @@ def _run_bench(args: argparse.Namespace) -> int:
     )
     probe = load_detector(args.model, backend=args.backend)  # a bad model fails here, before any timing
     print(f"backend: {probe.backend}" + (f" ({probe.notice})" if probe.notice else ""))
+    def make(threads: int | None, workers: int | None, batch: int):
+        return load_detector(args.model, backend=args.backend, threads=threads, workers=workers, max_batch=batch)
+
     results = [
-        bench_setting(args.scene, lambda t, b: load_detector(args.model, backend=args.backend, threads=t, max_batch=b), batch, threads, options)
-        for threads in (args.threads or [default_threads()])
+        bench_setting(args.scene, lambda b: make(threads, workers, b), batch, options)
+        for threads in (args.threads or [None])
+        for workers in (args.workers or [None])
         for batch in args.batch
     ]
     print(format_table(results))
@@ -203,7 +209,7 @@ def run_scan(args: argparse.Namespace) -> int:
     from minescan.tiling.output import check_writable, write_detections
 
     check_writable(args.out)
-    detector = load_detector(args.model, backend=args.backend, threads=args.threads, max_batch=args.batch)
+    detector = load_detector(args.model, backend=args.backend, threads=args.threads, workers=args.workers, max_batch=args.batch)
     if detector.notice:  # on stdout: stderr carries only the one-line error
         print(f"note: {detector.notice}", flush=True)
     labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)

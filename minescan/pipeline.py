@@ -9,6 +9,10 @@ stage surfaces in the consumer; a consumer that stops early (an error, Ctrl-C)
 stops every stage upstream.  The heavy work inside stages (GDAL decoding,
 ONNX Runtime, NumPy) releases the GIL, which is what makes threads pay off.
 
+:func:`ordered_map` runs one stage on several threads at once (inference on
+the CPU, where one call per core beats one call over all cores) and still
+hands its results on in input order, which the row-by-row stitcher needs.
+
 :class:`StageClock` records how long each stage is busy per item, which is
 what ``minescan bench`` reports.
 """
@@ -18,11 +22,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 _END = object()
 _POLL = 0.1  # seconds between checks of the stop flag while blocked on a queue
 
@@ -77,6 +83,25 @@ def threaded(source: Iterable[T], *, maxsize: int, name: str) -> Iterator[T]:
             worker.join()
 
     return consume()
+
+
+def ordered_map(function: Callable[[T], R], items: Iterable[T], *, workers: int, name: str) -> Iterator[R]:
+    """``map(function, items)`` on ``workers`` threads, results in input order, ``workers + 1`` items in flight at most."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pending: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"minescan-{name}") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) > workers:  # one queued behind the running ones, so no worker waits
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:  # the consumer stopped early: drop what has not started
+                future.cancel()
 
 
 class StageClock:

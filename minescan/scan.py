@@ -21,7 +21,7 @@ import rasterio
 from minescan.engine import Detector
 from minescan.tiling.grid import TileGrid, TileGridError
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
-from minescan.pipeline import StageClock, threaded
+from minescan.pipeline import StageClock, ordered_map, threaded
 from minescan.tiling.scene import Scene, TileData
 from minescan.tiling.strips import RowEnd, StripReader
 from minescan.tiling.stitch import SceneDetections, StitchSettings, Stitcher
@@ -124,14 +124,15 @@ def render_batches(items: Iterable[TileData | RowEnd], radiometry: Radiometry, s
 
 
 def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
-    """Run the detector on each batch."""
-    for batch in batches:
+    """Run the detector on each batch, ``detector.concurrency`` batches at a time, results in order."""
+
+    def run(batch: Batch) -> tuple[Batch, list]:
         if batch.rgb is None:
-            yield batch, []
-            continue
+            return batch, []
         with clock.time("inference", len(batch.tiles)):
-            found = detector.detect(batch.rgb, threshold)
-        yield batch, found
+            return batch, detector.detect(batch.rgb, threshold)
+
+    return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
 def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[TileData | RowEnd]:
@@ -190,7 +191,7 @@ def scan_scene(
         try:
             with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
                 reads = threaded(timed_reads(StripReader(scene, grid, options.read_threads), clock), maxsize=2 * batch, name="read")
-                batches = threaded(render_batches(reads, radiometry, batch, clock), maxsize=2, name="render")
+                batches = threaded(render_batches(reads, radiometry, batch, clock), maxsize=detector.concurrency + 1, name="render")
                 for item, found in threaded(infer(batches, detector, options.score_threshold, clock), maxsize=2, name="infer"):
                     with clock.time("stitch", len(item.tiles)):
                         for tile_data, detections in zip(item.tiles, found):

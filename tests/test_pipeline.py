@@ -8,7 +8,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from minescan.pipeline import threaded
+from minescan.engine.onnxruntime_backend import cpu_split
+from minescan.pipeline import ordered_map, threaded
 from minescan.scan import ScanOptions, scan_scene
 from minescan.engine import load_detector
 from minescan.tiling.grid import TileGrid
@@ -48,6 +49,57 @@ def test_closing_the_consumer_stops_every_stage_upstream():
     stages.close()
     time.sleep(0.5)
     assert threading.active_count() == before
+
+
+def test_ordered_map_runs_calls_side_by_side_and_keeps_input_order():
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02 if i % 3 else 0.06)  # every third item finishes last
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert list(ordered_map(slow, range(30), workers=3, name="t")) == [i * i for i in range(30)]
+    assert peak[0] == 3
+
+
+def test_ordered_map_raises_the_call_error_in_the_consumer_and_stops():
+    started = []
+
+    def fail_at_five(i):
+        started.append(i)
+        if i == 5:
+            raise SceneError("read failed at pixel (0, 512)")
+        return i
+
+    results = ordered_map(fail_at_five, range(1000), workers=2, name="t")
+    with pytest.raises(SceneError, match="pixel \\(0, 512\\)"):
+        list(results)
+    assert len(started) < 20  # nothing queued far beyond the failure
+
+
+def test_cpu_split_fills_the_cores(monkeypatch):
+    import minescan.engine.onnxruntime_backend as backend
+
+    monkeypatch.setattr(backend, "available_cores", lambda: 2)
+    assert cpu_split() == (1, 2) and cpu_split(threads=2) == (2, 1) and cpu_split(workers=1) == (2, 1)
+    monkeypatch.setattr(backend, "available_cores", lambda: 16)
+    assert cpu_split() == (4, 4) and cpu_split(threads=8) == (8, 2) and cpu_split(threads=1, workers=3) == (1, 3)
+
+
+def test_concurrent_inference_finds_exactly_what_one_call_at_a_time_finds(make_scene, square_model):
+    path, truth = make_scene(width=2000, height=1500, objects=40, seed=12, tile=256, overlap=64)
+    options = ScanOptions(bands=(3, 2, 1), tile=256, overlap=64, batch=2)
+    one = scan_scene(path, load_detector(square_model, threads=1, workers=1), options, on_tile=lambda n: None)
+    three = scan_scene(path, load_detector(square_model, threads=1, workers=3), options, on_tile=lambda n: None)
+    assert load_detector(square_model, threads=1, workers=3).concurrency == 3
+    assert len(one.detections) == len(truth.boxes) == 40
+    np.testing.assert_array_equal(one.detections.boxes, three.detections.boxes)
+    np.testing.assert_array_equal(one.detections.classes, three.detections.classes)
 
 
 def _write(path, width, height, blocks=None, bands=3):
@@ -103,3 +155,26 @@ def test_progress_counts_every_tile_once_including_skipped(tmp_path, square_mode
     ticks = []
     result = scan_scene(path, load_detector(square_model), ScanOptions(bands=(1, 2, 3), tile=256, overlap=32), on_tile=ticks.append)
     assert sum(ticks) == result.tiles and result.skipped > 0
+
+
+def test_bench_measures_every_stage_and_writes_json(make_scene, square_model, tmp_path, capsys):
+    import json
+
+    from minescan.cli import main
+
+    path, truth = make_scene(width=1500, height=1100, objects=12, seed=5, tile=256, overlap=64)
+    out = tmp_path / "bench.json"
+    argv = ["bench", str(path), "--model", str(square_model), "--bands", "3,2,1", "--tile", "256", "--overlap", "64",
+            "--batch", "2", "--threads", "1", "--workers", "1,2", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "efficiency" in printed and "CPU busy" in printed and f"wrote {out}" in printed
+    results = json.loads(out.read_text())["results"]
+    assert [(r["batch"], r["threads"], r["workers"]) for r in results] == [(2, 1, 1), (2, 1, 2)]
+    grid_tiles = len(TileGrid(1500, 1100, 256, 64))
+    for r in results:
+        assert r["tiles"] == grid_tiles and r["detections"] == len(truth.boxes) == 12
+        assert set(r["alone_s"]) == {"read", "radiometry", "inference", "stitch", "write"}
+        assert all(r["in_pipeline"][stage]["total_s"] > 0 for stage in ("read", "radiometry", "inference", "stitch"))
+        assert r["efficiency"] == r["pipeline_s"] / max(r["alone_s"].values()) and 0 < r["cpu_busy"] <= 1.05
+        assert r["peak_rss_mb"] > 0 and r["km2_per_s"] == r["km2"] / r["pipeline_s"]

@@ -25,20 +25,23 @@ def load_detector(
     *,
     backend: str = "cpu",
     threads: int | None = None,
+    workers: int | None = None,
     max_batch: int | None = None,
 ) -> Detector:
     """Load and contract-check the model at ``path`` on ``backend`` (one of :data:`BACKENDS`).
 
     ``auto`` takes the best backend this machine offers and sets the
     detector's ``notice`` when that is the CPU; an explicit GPU backend that
-    cannot run raises :class:`BackendError`.
+    cannot run raises :class:`BackendError`.  On the CPU, ``threads`` (intra-op
+    threads per call) and ``workers`` (concurrent calls) default to filling the
+    cores (:func:`~minescan.engine.onnxruntime_backend.cpu_split`).
     """
     plan = plan_backend(path, backend, ort.get_available_providers())
     if plan.engine:
         from minescan.engine.tensorrt_backend import TensorRTDetector
 
         return TensorRTDetector(path, max_batch=max_batch)
-    detector = OnnxRuntimeDetector(path, threads=threads, max_batch=max_batch, providers=plan.providers)
+    detector = OnnxRuntimeDetector(path, threads=threads, workers=workers, max_batch=max_batch, providers=plan.providers)
     detector.notice = check_providers(plan, detector.providers, path)
     return detector
 

@@ -30,6 +30,7 @@ class Detector(Protocol):
 
     backend: str
     notice: str | None
+    concurrency: int  # how many detect() calls may usefully run at once (threads of a scan's inference stage)
     signature: ModelSignature
     metadata: ModelMetadata
 

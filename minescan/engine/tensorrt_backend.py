@@ -76,6 +76,7 @@ class TensorRTDetector:
 
     backend = "tensorrt"
     notice: str | None = None
+    concurrency = 1  # one execution context and stream
 
     def __init__(self, path: str | os.PathLike[str], *, max_batch: int | None = None):
         path = Path(path)

@@ -207,7 +207,7 @@ def run_many(args: argparse.Namespace, options: ScanOptions) -> int:
         raise RunError(f"--out {args.out} names one result file; for several scenes or --manifest use --out-dir")
     if not args.out_dir:
         raise RunError("several scenes or --manifest need --out-dir DIR (a folder for one result per scene and the run journal)")
-    detector = load_detector(args.model, backend=args.backend, threads=args.threads, max_batch=args.batch)
+    detector = load_detector(args.model, backend=args.backend, threads=args.threads, workers=args.workers, max_batch=args.batch)
     if detector.notice:
         print(f"note: {detector.notice}", flush=True)
     labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)
