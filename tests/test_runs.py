@@ -14,7 +14,7 @@ import rasterio
 
 from minescan.cli import main
 from minescan.evaluation import compare
-from minescan.synthetic.products import write_band_files, write_safe
+from minescan.synthetic.products import write_band_files, write_safe, write_stac_item
 from minescan.synthetic.scene import SceneSpec, write_scene
 
 TILING = ["--tile", "320", "--overlap", "64"]
@@ -205,6 +205,67 @@ def test_kill_9_mid_run_then_resume_gives_one_result_per_scene(square_model, tmp
     assert sorted(p.name for p in out.glob("*.gpkg")) == sorted(f"{s}.gpkg" for s in truths)
     for name, truth in truths.items():
         assert_matches(out / f"{name}.gpkg", truth)
+    assert not leftovers(out)
+
+
+def _kill_when(command, out, ready, timeout=60.0):
+    """Start the run, SIGKILL it once ``ready(states)`` holds; return the journal rows at the kill."""
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, rows = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            rows = journal(out)
+            if ready({k: v[0] for k, v in rows.items()}):
+                break
+        except sqlite3.OperationalError:  # no journal (or its table) yet
+            pass
+        time.sleep(0.005)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    return rows
+
+
+def test_mixed_inputs_killed_twice_then_resumed_give_each_result_once(square_model, tmp_path):
+    # The acceptance run of the overnight feature: a .SAFE, band files, a stacked GeoTIFF, a STAC item
+    # and a corrupt file; kill -9 twice mid-run, then the same command finishes the night.
+    spec = dict(width=1800, height=1600, objects=10)
+    inputs, truths = [], {}
+    safe, truths_safe = write_safe(tmp_path / "in", SceneSpec(seed=21, **spec))
+    inputs.append(safe)
+    truths[safe.stem] = truths_safe
+    _, truths["T35XYZ_20230303T100000"] = write_band_files(tmp_path / "in" / "bands", SceneSpec(seed=22, **spec), prefix="T35XYZ_20230303T100000_")
+    inputs.append(tmp_path / "in" / "bands")
+    plain = tmp_path / "in" / "stack.tif"
+    truths["stack"] = write_scene(plain, SceneSpec(seed=23, **spec))
+    inputs.append(plain)
+    files, truths["S2B_35XYZ_20230404_0_L2A"] = write_band_files(tmp_path / "in" / "cog", SceneSpec(seed=24, **spec))
+    inputs.append(write_stac_item(tmp_path / "in" / "item.json", files, item_id="S2B_35XYZ_20230404_0_L2A"))
+    corrupt = tmp_path / "in" / "broken.tif"
+    corrupt.write_bytes(b"II*\x00" + np.random.default_rng(1).bytes(4000))
+    inputs.append(corrupt)
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "minescan", "scan", *map(str, inputs), "--model", str(square_model), "--out-dir", str(out)]
+
+    first = _kill_when(command, out, lambda st: list(st.values()).count("done") >= 1 and "running" in st.values())
+    second = _kill_when(command, out, lambda st: list(st.values()).count("done") >= 3 and "running" in st.values())
+    done_at = [sum(v[0] == "done" for v in rows.values()) for rows in (first, second)]
+    assert 1 <= done_at[0] < done_at[1] < 4, (first, second)
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 1 and finished.stderr.startswith("minescan: error: 1 of 5 scenes failed (broken)"), finished.stderr
+
+    after = journal(out)
+    assert {k: v[0] for k, v in after.items()} == {**{name: "done" for name in truths}, "broken": "failed"}
+    for rows in (first, second):
+        for name, (state, attempts, _) in rows.items():
+            if state == "done":
+                assert after[name][1] == attempts  # finished before a kill: never scanned again
+    for name, truth in truths.items():
+        assert_matches(out / f"{name}.gpkg", truth)
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.glob("*.gpkg")) == sorted(f"{name}.gpkg" for name in truths)
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["totals"]["done"] == 4 and summary["totals"]["failed"] == 1
+    assert "broken.tif: not a readable raster" in (out / "run_summary.md").read_text()
     assert not leftovers(out)
 
 
