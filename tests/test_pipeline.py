@@ -102,6 +102,18 @@ def test_concurrent_inference_finds_exactly_what_one_call_at_a_time_finds(make_s
     np.testing.assert_array_equal(one.detections.classes, three.detections.classes)
 
 
+def test_closing_the_strip_reader_early_stops_its_threads_and_handles(tmp_path):
+    path = tmp_path / "s.tif"
+    _write(path, 600, 3300, 256)
+    before = threading.active_count()
+    with Scene(path, bands=(1, 2, 3)) as scene:
+        reader = StripReader(scene, TileGrid(600, 3300, 256, 32), threads=2)
+        items = iter(reader)
+        next(items)
+        items.close()  # what a scan does when a later stage fails
+        assert threading.active_count() == before and all(handle.closed for handle in reader._handles)
+
+
 def _write(path, width, height, blocks=None, bands=3):
     data = (np.arange(width * height * bands, dtype=np.uint64) % 65521).astype(np.uint16).reshape(bands, height, width)
     data[:, : height // 3, : width // 4] = 0
@@ -115,7 +127,8 @@ def _write(path, width, height, blocks=None, bands=3):
 
 @pytest.mark.parametrize(
     "width,height,blocks,size,overlap,threads",
-    [(1300, 1100, 256, 512, 64, 2), (1300, 1100, None, 512, 64, 2), (700, 900, 512, 256, 100, 3), (300, 200, 256, 512, 64, 2)],
+    [(1300, 1100, 256, 512, 64, 2), (1300, 1100, None, 512, 64, 2), (700, 900, 512, 256, 100, 3), (300, 200, 256, 512, 64, 2),
+     (600, 3300, 256, 384, 96, 2)],  # several 1024-row strips, each decoded while the one before is cut
 )
 def test_strip_reader_gives_exactly_the_windowed_reads(tmp_path, width, height, blocks, size, overlap, threads):
     path = tmp_path / "s.tif"

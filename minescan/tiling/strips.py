@@ -9,8 +9,12 @@ no later tile needs them, and tiles are cut from memory.  Each strip is
 split into block-aligned pieces read by a few threads, each with its own
 dataset handle: rasterio releases the GIL while GDAL decodes.
 
-Memory holds about one tile row plus one block row of the chosen bands,
-whatever the scene's height.
+The next strip is decoded while the tiles of the current one are cut, and
+each strip is split into twice as many pieces as there are threads, so that
+no thread idles while another finishes a long piece (both measured on a
+10980 px scene, 2 threads: 3.1 s -> 2.7 s for the whole scene).  Memory
+holds about one tile row plus two strips of the chosen bands, whatever the
+scene's height.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -54,8 +59,9 @@ class _Piece:
 
 def assemble(tile: Tile, pieces_: list[_Piece], bands: int, dtype: str) -> TileData:
     """Copy the tile's pixels out of the decoded pieces that cover it (one copy per pixel)."""
-    data = np.zeros((bands, tile.height, tile.width), dtype)
-    nodata = np.ones((tile.height, tile.width), bool)
+    covered = tile.valid_width == tile.width and tile.valid_height == tile.height  # pieces cover every pixel
+    data = (np.empty if covered else np.zeros)((bands, tile.height, tile.width), dtype)
+    nodata = (np.empty if covered else np.ones)((tile.height, tile.width), bool)
     x0, y0 = tile.col_off, tile.row_off
     x1, y1 = x0 + tile.valid_width, y0 + tile.valid_height
     for p in pieces_:
@@ -112,23 +118,42 @@ class StripReader:
         # .SAFE scene: 256-row strips 17.2 s, 1024-row strips 4.2 s; GeoTIFF unchanged).
         strip = self.block[0] * max(1, math.ceil(1024 / self.block[0]))
         buffered: list[_Piece] = []
+        ahead: deque[tuple[int, list[Future[_Piece]]]] = deque()  # (bottom row, pieces) of strips being decoded
+        submitted_to = 0  # scene rows [0, submitted_to) are decoded or being decoded
         read_to = 0  # scene rows [0, read_to) have been decoded
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="minescan-read") as pool:
-                rows = sorted(tiles_by_row)
-                for index, row in enumerate(rows):
-                    tiles = tiles_by_row[row]
-                    top, need = tiles[0].row_off, tiles[0].row_off + tiles[0].valid_height
-                    buffered = [p for p in buffered if p.window.row_off + p.window.height > top]
-                    while read_to < need:
-                        upto = min(height, read_to + strip)
-                        windows, _ = pieces((read_to, upto), width, self.block, self.threads)
-                        buffered.extend(pool.map(self._read_piece, windows))
-                        read_to = upto
-                    for tile in tiles:
-                        yield assemble(tile, buffered, bands, self.scene.dtype)
-                    following = tiles_by_row[rows[index + 1]][0].row_off if index + 1 < len(rows) else None
-                    yield RowEnd(row, len(tiles), following)
+
+                def submit_strip() -> None:
+                    nonlocal submitted_to
+                    upto = min(height, submitted_to + strip)
+                    windows, _ = pieces((submitted_to, upto), width, self.block, 2 * self.threads)
+                    ahead.append((upto, [pool.submit(self._read_piece, w) for w in windows]))
+                    submitted_to = upto
+
+                try:
+                    rows = sorted(tiles_by_row)
+                    for index, row in enumerate(rows):
+                        tiles = tiles_by_row[row]
+                        top, need = tiles[0].row_off, tiles[0].row_off + tiles[0].valid_height
+                        buffered = [p for p in buffered if p.window.row_off + p.window.height > top]
+                        while read_to < need:
+                            if not ahead:
+                                submit_strip()
+                            read_to, futures = ahead.popleft()
+                            buffered.extend(future.result() for future in futures)
+                        # Decode the next strip while this row's tiles are cut and handed on: the
+                        # reader threads would otherwise wait for the cutting (one strip more in memory).
+                        if not ahead and submitted_to < height:
+                            submit_strip()
+                        for tile in tiles:
+                            yield assemble(tile, buffered, bands, self.scene.dtype)
+                        following = tiles_by_row[rows[index + 1]][0].row_off if index + 1 < len(rows) else None
+                        yield RowEnd(row, len(tiles), following)
+                finally:  # stopped early (an error downstream, Ctrl-C): do not decode what nobody will read
+                    for _, futures in ahead:
+                        for future in futures:
+                            future.cancel()
         finally:
             for handle in self._handles:
                 handle.close()
