@@ -79,7 +79,7 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
                    help="where the model runs: auto (a GPU when there is one, else the CPU, saying so), cpu, "
                    "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
     d.add_argument("--read-threads", type=_positive(int), default=2, help="threads decoding the raster (default 2)")
-    d.add_argument("--iou", type=float, default=0.5, help="IoU at which two tiles' boxes are one object (default 0.5)")
+    d.add_argument("--iou", type=float, default=0.4, help="IoU at which two tiles' boxes are one object (default 0.4)")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
     d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
 
