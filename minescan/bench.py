@@ -3,9 +3,10 @@
 For each setting (batch size x ONNX Runtime threads per call x concurrent
 calls) it runs, on the same scene and the same tiles:
 
-1. *read only*: the strip reader alone; the rendered uint8 tiles are kept in
-   a temporary memory-mapped file (on disk, so memory stays bounded) for the
-   passes that follow, and rendering is timed as its own stage;
+1. *read only*: the strip reader alone; then a second read whose tiles are
+   rendered, rendering timed as its own stage, and kept as uint8 in a
+   temporary memory-mapped file (on disk, so memory stays bounded) for the
+   passes that follow;
 2. *model only*: the detector alone on those tiles, in the same batches and
    with the same concurrent calls: the floor no scan of these tiles can beat;
 3. *stitch only*: the stitcher alone on the detections of pass 2;
@@ -126,25 +127,31 @@ class _Tiles:
 
 
 def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, workdir: str) -> tuple[_Tiles, StageClock]:
+    """Pass 1: the reader alone (timed), then rendering alone on a second read (untimed reads).
+
+    Two reads, because the strip reader decodes ahead in its own threads: rendering
+    in the same pass would hide part of the reading and slow the rendering.
+    """
     clock = StageClock()
-    count = len(grid)
-    rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (count, grid.size, grid.size, 3))
-    tiles = _Tiles(rgb)
-    n = 0
-    items = iter(StripReader(scene, grid, options.read_threads))
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+        items = iter(StripReader(scene, grid, options.read_threads))
         while True:
             with clock.time("read"):
                 item = next(items, None)
             if item is None:
                 break
+        rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (len(grid), grid.size, grid.size, 3))
+        tiles = _Tiles(rgb)
+        n = 0
+        for item in StripReader(scene, grid, options.read_threads):
             if isinstance(item, RowEnd):
                 tiles.order.append(item)
                 continue
             if item.empty:
                 continue
             with clock.time("radiometry"):
-                rgb[n] = radiometry.apply(item.data, item.nodata)
+                rendered = radiometry.apply(item.data, item.nodata)
+            rgb[n] = rendered  # into the memory map (on disk) outside the clock
             tiles.order.append(item.tile)
             n += 1
     tiles.rgb = rgb[:n]
