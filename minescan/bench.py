@@ -3,8 +3,9 @@
 For each setting (batch size x ONNX Runtime threads per call x concurrent
 calls) it runs, on the same scene and the same tiles:
 
-1. *read only*: the strip reader alone; then a second read whose tiles are
-   rendered, rendering timed as its own stage, and kept as uint8 in a
+1. *read only*: the strip reader alone; then a second read that renders as a
+   scan does (in the reader threads), rendering timed as its own stage (busy
+   time over the threads), the tiles kept as uint8 in a
    temporary memory-mapped file (on disk, so memory stays bounded) for the
    passes that follow;
 2. *model only*: the detector alone on those tiles, in the same batches and
@@ -127,10 +128,10 @@ class _Tiles:
 
 
 def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, workdir: str) -> tuple[_Tiles, StageClock]:
-    """Pass 1: the reader alone (timed), then rendering alone on a second read (untimed reads).
+    """Pass 1: the reader alone (timed), then a second read that renders (rendering timed).
 
-    Two reads, because the strip reader decodes ahead in its own threads: rendering
-    in the same pass would hide part of the reading and slow the rendering.
+    Two reads, because the strip reader decodes ahead in its own threads, and renders
+    there too when asked: one pass could not tell reading from rendering.
     """
     clock = StageClock()
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
@@ -143,15 +144,13 @@ def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, w
         rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (len(grid), grid.size, grid.size, 3))
         tiles = _Tiles(rgb)
         n = 0
-        for item in StripReader(scene, grid, options.read_threads):
+        for item in StripReader(scene, grid, options.read_threads, radiometry=radiometry, clock=clock):
             if isinstance(item, RowEnd):
                 tiles.order.append(item)
                 continue
             if item.empty:
                 continue
-            with clock.time("radiometry"):
-                rendered = radiometry.apply(item.data, item.nodata)
-            rgb[n] = rendered  # into the memory map (on disk) outside the clock
+            rgb[n] = item.rgb  # into the memory map (on disk); rendering was timed in the reader threads
             tiles.order.append(item.tile)
             n += 1
     tiles.rgb = rgb[:n]

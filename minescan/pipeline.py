@@ -105,13 +105,17 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], *, workers: int,
 
 
 class StageClock:
-    """Busy time per stage: one (seconds, tiles) record per item a stage handled."""
+    """Busy time per stage: one (seconds, tiles) record per item a stage handled.
+
+    ``tiles`` may be a fraction: a decoded piece rendered in the reader counts as
+    the tiles' worth of pixels it holds.
+    """
 
     def __init__(self) -> None:
-        self.records: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        self.records: dict[str, list[tuple[float, float]]] = defaultdict(list)
 
     @contextmanager
-    def time(self, stage: str, tiles: int = 1):
+    def time(self, stage: str, tiles: float = 1):
         start = time.perf_counter()
         try:
             yield

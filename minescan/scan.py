@@ -1,4 +1,4 @@
-"""One scene, end to end: read tiles, render RGB, detect, stitch.
+"""One scene, end to end: read and render tiles, detect, stitch.
 
 :func:`scan_scene` is the product's main job; the command line only parses
 flags around it.  Settings resolve in this order: explicit option, the
@@ -22,8 +22,8 @@ from minescan.engine import Detector
 from minescan.tiling.grid import TileGrid, TileGridError
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
 from minescan.pipeline import StageClock, ordered_map, threaded
-from minescan.tiling.scene import Scene, TileData
-from minescan.tiling.strips import RowEnd, StripReader
+from minescan.tiling.scene import Scene
+from minescan.tiling.strips import RenderedTile, RowEnd, StripReader
 from minescan.tiling.stitch import SceneDetections, StitchSettings, Stitcher
 
 DEFAULT_TILE = 640
@@ -94,15 +94,14 @@ def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) ->
 class Batch:
     """Tiles rendered to uint8 RGB for one inference call, and the tile rows finished with them."""
 
-    tiles: list[TileData]
+    tiles: list[RenderedTile]
     rgb: np.ndarray | None
     rows_done: list[RowEnd]
 
 
-def render_batches(items: Iterable[TileData | RowEnd], radiometry: Radiometry, size: int, clock: StageClock) -> Iterator[Batch]:
+def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[Batch]:
     """Group non-empty tiles into batches of ``size``; a row's end rides with the batch holding its last tile."""
-    tiles: list[TileData] = []
-    rgb: list[np.ndarray] = []
+    tiles: list[RenderedTile] = []
     rows: list[RowEnd] = []
     for item in items:
         if isinstance(item, RowEnd):
@@ -113,14 +112,12 @@ def render_batches(items: Iterable[TileData | RowEnd], radiometry: Radiometry, s
             continue
         if item.empty:
             continue
-        with clock.time("radiometry"):
-            rgb.append(radiometry.apply(item.data, item.nodata))
         tiles.append(item)
         if len(tiles) == size:
-            yield Batch(tiles, np.stack(rgb), rows)
-            tiles, rgb, rows = [], [], []
+            yield Batch(tiles, np.stack([t.rgb for t in tiles]), rows)
+            tiles, rows = [], []
     if tiles or rows:
-        yield Batch(tiles, np.stack(rgb) if rgb else None, rows)
+        yield Batch(tiles, np.stack([t.rgb for t in tiles]) if tiles else None, rows)
 
 
 def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
@@ -135,7 +132,7 @@ def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock:
     return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
-def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[TileData | RowEnd]:
+def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[RenderedTile | RowEnd]:
     """The reader's items, timing the work of producing each tile."""
     items = iter(reader)
     while True:
@@ -169,7 +166,7 @@ def scan_scene(
     on_tile: Callable[[int], None] | None = None,
     clock: StageClock | None = None,
 ) -> ScanResult:
-    """Scan one scene through the pipeline read -> render -> infer -> stitch.
+    """Scan one scene through the pipeline read and render (in the reader threads) -> batch -> infer -> stitch.
 
     ``on_tile`` (if given) is called with the number of tiles just finished,
     instead of drawing a progress bar; ``clock`` collects per-stage busy times.
@@ -190,8 +187,9 @@ def scan_scene(
         tick = on_tile or progress.update  # type: ignore[union-attr]
         try:
             with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
-                reads = threaded(timed_reads(StripReader(scene, grid, options.read_threads), clock), maxsize=2 * batch, name="read")
-                batches = threaded(render_batches(reads, radiometry, batch, clock), maxsize=detector.concurrency + 1, name="render")
+                reader = StripReader(scene, grid, options.read_threads, radiometry=radiometry, clock=clock)
+                reads = threaded(timed_reads(reader, clock), maxsize=2 * batch, name="read")
+                batches = threaded(make_batches(reads, batch), maxsize=detector.concurrency + 1, name="batch")
                 for item, found in threaded(infer(batches, detector, options.score_threshold, clock), maxsize=2, name="infer"):
                     with clock.time("stitch", len(item.tiles)):
                         for tile_data, detections in zip(item.tiles, found):

@@ -102,6 +102,29 @@ def test_concurrent_inference_finds_exactly_what_one_call_at_a_time_finds(make_s
     np.testing.assert_array_equal(one.detections.classes, three.detections.classes)
 
 
+@pytest.mark.parametrize("width,height,blocks,size,overlap", [(1300, 1100, 256, 512, 64), (300, 200, None, 512, 64), (600, 2300, 256, 384, 96)])
+@pytest.mark.parametrize("stretch", [False, True])
+def test_rendering_in_the_reader_gives_exactly_the_per_tile_rendering(tmp_path, width, height, blocks, size, overlap, stretch):
+    from minescan.pipeline import StageClock
+    from minescan.tiling.radiometry import percentile_stretch, reflectance_gain
+
+    path = tmp_path / "s.tif"
+    _write(path, width, height, blocks)
+    with Scene(path, bands=(3, 1, 2)) as scene:
+        sample = scene.overview()
+        radiometry = percentile_stretch(sample.data, ~sample.nodata, 2, 98) if stretch else reflectance_gain(3, gain=3.0, offset=-1000)
+        grid = TileGrid(width, height, size, overlap)
+        expected = [scene.read(t) for t in grid]
+        clock = StageClock()
+        rendered = [i for i in StripReader(scene, grid, 2, radiometry=radiometry, clock=clock) if not isinstance(i, RowEnd)]
+    assert [r.tile for r in rendered] == list(grid)
+    for want, got in zip(expected, rendered):
+        np.testing.assert_array_equal(got.rgb, radiometry.apply(want.data, want.nodata))
+        np.testing.assert_array_equal(got.nodata, want.nodata)
+    assert got.rgb.dtype == np.uint8 and got.rgb.shape == (size, size, 3)
+    assert clock.total("radiometry") > 0 and any(r.empty for r in rendered) == any(e.empty for e in expected)
+
+
 def test_closing_the_strip_reader_early_stops_its_threads_and_handles(tmp_path):
     path = tmp_path / "s.tif"
     _write(path, 600, 3300, 256)

@@ -9,6 +9,12 @@ no later tile needs them, and tiles are cut from memory.  Each strip is
 split into block-aligned pieces read by a few threads, each with its own
 dataset handle: rasterio releases the GIL while GDAL decodes.
 
+Given a :class:`~minescan.tiling.radiometry.Radiometry`, the reader threads
+also render each decoded piece to the model's uint8 RGB right away, so every
+pixel is rendered once (tiles overlap: rendering tile by tile renders 1.56
+times the scene at 640/128 px) and on all reader threads, and the reader
+yields :class:`RenderedTile` instead of :class:`TileData`.
+
 The next strip is decoded while the tiles of the current one are cut, and
 each strip is split into twice as many pieces as there are threads, so that
 no thread idles while another finishes a long piece (both measured on a
@@ -29,7 +35,9 @@ from typing import Iterator
 import numpy as np
 from rasterio.windows import Window
 
+from minescan.pipeline import StageClock
 from minescan.tiling.grid import Tile, TileGrid
+from minescan.tiling.radiometry import Radiometry
 from minescan.tiling.scene import Scene, TileData
 
 
@@ -50,17 +58,41 @@ def pieces(rows: tuple[int, int], width: int, block: tuple[int, int], parts: int
 
 @dataclass(frozen=True)
 class _Piece:
-    """Decoded pixels of one block-aligned window."""
+    """Pixels of one block-aligned window: decoded bands-first [B, h, w], or rendered uint8 [h, w, 3]."""
 
     window: Window
     data: np.ndarray
     nodata: np.ndarray
 
 
+@dataclass(frozen=True)
+class RenderedTile:
+    """A tile as the model takes it: uint8 RGB [size, size, 3] (nodata pixels 0) and its nodata mask [size, size]."""
+
+    tile: Tile
+    rgb: np.ndarray
+    nodata: np.ndarray
+
+    @property
+    def empty(self) -> bool:
+        return bool(self.nodata.all())
+
+
 def assemble(tile: Tile, pieces_: list[_Piece], bands: int, dtype: str) -> TileData:
     """Copy the tile's pixels out of the decoded pieces that cover it (one copy per pixel)."""
+    data, nodata = _cut(tile, pieces_, (bands, tile.height, tile.width), dtype, channels_last=False)
+    return TileData(tile, data, nodata)
+
+
+def assemble_rendered(tile: Tile, pieces_: list[_Piece]) -> RenderedTile:
+    """Copy the tile's RGB out of the rendered pieces that cover it; padding is nodata, black."""
+    rgb, nodata = _cut(tile, pieces_, (tile.height, tile.width, 3), "uint8", channels_last=True)
+    return RenderedTile(tile, rgb, nodata)
+
+
+def _cut(tile: Tile, pieces_: list[_Piece], shape: tuple[int, int, int], dtype: str, *, channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
     covered = tile.valid_width == tile.width and tile.valid_height == tile.height  # pieces cover every pixel
-    data = (np.empty if covered else np.zeros)((bands, tile.height, tile.width), dtype)
+    data = (np.empty if covered else np.zeros)(shape, dtype)
     nodata = (np.empty if covered else np.ones)((tile.height, tile.width), bool)
     x0, y0 = tile.col_off, tile.row_off
     x1, y1 = x0 + tile.valid_width, y0 + tile.valid_height
@@ -70,9 +102,13 @@ def assemble(tile: Tile, pieces_: list[_Piece], bands: int, dtype: str) -> TileD
         cx0, cy0, cx1, cy1 = max(x0, px0), max(y0, py0), min(x1, px1), min(y1, py1)
         if cx1 <= cx0 or cy1 <= cy0:
             continue
-        data[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.data[:, cy0 - py0 : cy1 - py0, cx0 - px0 : cx1 - px0]
+        rows, cols = slice(cy0 - py0, cy1 - py0), slice(cx0 - px0, cx1 - px0)
+        if channels_last:
+            data[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.data[rows, cols]
+        else:
+            data[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.data[:, rows, cols]
         nodata[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.nodata[cy0 - py0 : cy1 - py0, cx0 - px0 : cx1 - px0]
-    return TileData(tile, data, nodata)
+    return data, nodata
 
 
 @dataclass(frozen=True)
@@ -85,12 +121,27 @@ class RowEnd:
 
 
 class StripReader:
-    """Yields the grid's tiles top to bottom as :class:`TileData`, each tile row followed by a :class:`RowEnd`."""
+    """Yields the grid's tiles top to bottom, each tile row followed by a :class:`RowEnd`.
 
-    def __init__(self, scene: Scene, grid: TileGrid, threads: int = 2) -> None:
+    Tiles are :class:`TileData` as read, or :class:`RenderedTile` when ``radiometry``
+    is given; ``clock`` (if given) records the rendering's busy time as stage
+    ``radiometry``, counted in tiles' worth of pixels.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        grid: TileGrid,
+        threads: int = 2,
+        *,
+        radiometry: Radiometry | None = None,
+        clock: StageClock | None = None,
+    ) -> None:
         self.scene = scene
         self.grid = grid
         self.threads = max(1, threads)
+        self.radiometry = radiometry
+        self.clock = clock or StageClock()
         self.block = scene.block_shape
         self._local = threading.local()
         self._handles: list = []
@@ -105,9 +156,13 @@ class StripReader:
         return handle
 
     def _read_piece(self, window: Window) -> _Piece:
-        return _Piece(window, *self.scene.read_window(window, self._handle()))
+        data, nodata = self.scene.read_window(window, self._handle())
+        if self.radiometry is not None:
+            with self.clock.time("radiometry", window.width * window.height / self.grid.size**2):
+                data = self.radiometry.apply(data, nodata)
+        return _Piece(window, data, nodata)
 
-    def __iter__(self) -> Iterator[TileData | RowEnd]:
+    def __iter__(self) -> Iterator[TileData | RenderedTile | RowEnd]:
         tiles_by_row: dict[int, list[Tile]] = {}
         for tile in self.grid:
             tiles_by_row.setdefault(tile.row, []).append(tile)
@@ -147,7 +202,10 @@ class StripReader:
                         if not ahead and submitted_to < height:
                             submit_strip()
                         for tile in tiles:
-                            yield assemble(tile, buffered, bands, self.scene.dtype)
+                            if self.radiometry is None:
+                                yield assemble(tile, buffered, bands, self.scene.dtype)
+                            else:
+                                yield assemble_rendered(tile, buffered)
                         following = tiles_by_row[rows[index + 1]][0].row_off if index + 1 < len(rows) else None
                         yield RowEnd(row, len(tiles), following)
                 finally:  # stopped early (an error downstream, Ctrl-C): do not decode what nobody will read
