@@ -214,3 +214,18 @@ def test_bench_measures_every_stage_and_writes_json(make_scene, square_model, tm
         assert all(r["in_pipeline"][stage]["total_s"] > 0 for stage in ("read", "radiometry", "inference", "stitch"))
         assert r["efficiency"] == r["pipeline_s"] / max(r["alone_s"].values()) and 0 < r["cpu_busy"] <= 1.05
         assert r["peak_rss_mb"] > 0 and r["km2_per_s"] == r["km2"] / r["pipeline_s"]
+
+
+def test_the_benchmarks_null_detector_is_in_the_contract_and_finds_nothing(make_scene, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import onnx
+
+    spec = importlib.util.spec_from_file_location("null_detector", Path(__file__).parents[1] / "benchmarks" / "null_detector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    onnx.save(module.null_detector(), str(tmp_path / "null.onnx"))
+    path, truth = make_scene(width=900, height=700, objects=5, seed=2)
+    result = scan_scene(path, load_detector(tmp_path / "null.onnx"), ScanOptions(bands=(3, 2, 1), tile=256, overlap=32), on_tile=lambda n: None)
+    assert len(truth.boxes) == 5 and len(result.detections) == 0 and result.tiles == len(TileGrid(900, 700, 256, 32))
