@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 
 from minescan.engine import Detector
-from minescan.tiling.grid import TileGrid, TileGridError
+from minescan.tiling.grid import Tile, TileGrid, TileGridError
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
 from minescan.pipeline import StageClock, ordered_map, threaded
 from minescan.tiling.scene import Scene
@@ -94,14 +94,14 @@ def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) ->
 class Batch:
     """Tiles rendered to uint8 RGB for one inference call, and the tile rows finished with them."""
 
-    tiles: list[RenderedTile]
-    rgb: np.ndarray | None
+    tiles: list[Tile]
+    rgb: np.ndarray | None  # [len(tiles), size, size, 3]
     rows_done: list[RowEnd]
 
 
 def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[Batch]:
     """Group non-empty tiles into batches of ``size``; a row's end rides with the batch holding its last tile."""
-    tiles: list[RenderedTile] = []
+    tiles: list[RenderedTile] = []  # their pixels are stacked into the batch, then only their places are kept
     rows: list[RowEnd] = []
     for item in items:
         if isinstance(item, RowEnd):
@@ -114,10 +114,10 @@ def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[
             continue
         tiles.append(item)
         if len(tiles) == size:
-            yield Batch(tiles, np.stack([t.rgb for t in tiles]), rows)
+            yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]), rows)
             tiles, rows = [], []
     if tiles or rows:
-        yield Batch(tiles, np.stack([t.rgb for t in tiles]) if tiles else None, rows)
+        yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]) if tiles else None, rows)
 
 
 def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
@@ -192,9 +192,9 @@ def scan_scene(
                 batches = threaded(make_batches(reads, batch), maxsize=detector.concurrency + 1, name="batch")
                 for item, found in threaded(infer(batches, detector, options.score_threshold, clock), maxsize=2, name="infer"):
                     with clock.time("stitch", len(item.tiles)):
-                        for tile_data, detections in zip(item.tiles, found):
-                            stitcher.add(tile_data.tile, detections)
-                            seen[tile_data.tile.row] += 1
+                        for tile, detections in zip(item.tiles, found):
+                            stitcher.add(tile, detections)
+                            seen[tile.row] += 1
                         for row in item.rows_done:
                             stitcher.flush(np.inf if row.next_top is None else row.next_top)
                     processed += len(item.tiles)
