@@ -89,6 +89,18 @@ def test_int8_quantizes_only_trunk_matrix_ops_with_zero_zero_points(int8):
     assert tensorrt_problems(int8) == []  # symmetric: TensorRT's Q/DQ zero points must be 0
 
 
+def test_int8_keeps_the_convolution_of_the_rgb_image_in_fp32(fp32, int8):
+    weights = {init.name: init.dims for init in int8.graph.initializer}
+    dequantized = {o for n in int8.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    image_convs = [n for n in convs if n.input[1] in weights and weights[n.input[1]][1] == 3]
+    assert len(image_convs) == 1 and image_convs[0].input[1] not in dequantized
+    assert image_convs[0].input[0] not in dequantized  # reads the FP32 image, not a quantized copy
+    others = [n for n in convs if n not in image_convs]
+    assert len(others) == len([n for n in fp32.graph.node if n.op_type == "Conv"]) - 1
+    assert all(n.input[0] in dequantized and n.input[1] in dequantized for n in others)
+
+
 def test_int8_agreement_is_reported(fp32, int8, tiles):
     report = compare_precision(fp32.SerializeToString(), int8.SerializeToString(), "int8", tiles)
     assert report.parity.compared >= 10 and report.recall >= 0.8, report.format()

@@ -1,0 +1,25 @@
+"""The benchmark scripts run and write the tables the README shows (their timings are never asserted)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def test_precision_speed_scores_both_shipped_models_and_writes_its_table(tmp_path):
+    out = tmp_path / "precision.md"
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / "precision_speed.py"), "--seeds", "7", "--size", "1280", "--rounds", "1", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    rows = {line.split("|")[1].split()[0]: line for line in out.read_text().splitlines() if line.startswith("| FP32") or line.startswith("| INT8")}
+    assert set(rows) == {"FP32", "INT8"}
+    for row in rows.values():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        precision_recall = [float(v) for cell in cells[1:3] for v in cell.split(" / ")]
+        assert len(precision_recall) == 6 and min(precision_recall) >= 0.9, row  # both classes, a scene the models never saw
+        assert re.fullmatch(r"\d+\.\d\dx", cells[5]) and re.fullmatch(r"\d+\.\d\dx", cells[7]), row
+    assert rows["FP32"].count("| 1.00x |") == 2  # the baseline of both ratios
+    assert out.read_text().startswith("Measured ") and "seeds 7" in out.read_text()
