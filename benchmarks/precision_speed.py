@@ -43,6 +43,8 @@ from minescan.synthetic.mining import MiningSpec, write_mining_scene
 from minescan.tiling.grid import TileGrid
 from minescan.tiling.scene import Scene
 
+from machine import cpu_description  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 SCENE_SPACING = 1e7  # px added to each scene's boxes when pooling, so scenes never match each other
@@ -90,15 +92,6 @@ def pooled_evaluation(per_scene: list[tuple], labels: dict[int, str]) -> Evaluat
         np.concatenate([c for _, _, c in per_scene]),
         labels=labels,
     )
-
-
-def cpu_description() -> str:
-    """CPU model and its integer dot-product support, from /proc/cpuinfo."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
-    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX2'})"
 
 
 def main() -> None:
