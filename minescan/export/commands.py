@@ -34,7 +34,14 @@ def _recipe(args: argparse.Namespace) -> dict:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Convert (and build the variant), then with ``--verify`` check each step; exit 1 if one disagrees."""
+    """Convert (and build the variant), then with ``--verify`` check each step; exit 1 if one disagrees.
+
+    With ``--verify`` the model is written to a scratch folder first and moved over
+    ``--out`` only once every check has passed, so a model that failed verification
+    never lands where a user, or the next step of a script, expects a good one, and a
+    good model already at ``--out`` is kept.
+    """
+    from minescan.export.atomic import write_atomically
     from minescan.engine.labels import parse_labels
     from minescan.export.convert import export_onnx
     from minescan.export.verify import verify_export
@@ -42,37 +49,42 @@ def run_export(args: argparse.Namespace) -> int:
     check_options(args.target, args.precision, args.calibration)  # before the conversion's seconds
     labels = parse_labels(args.labels) if args.labels else None
     plain = args.target == "onnx" and args.precision == "fp32" and args.input_size is None
+    out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
-        plain_path = Path(args.out) if plain else Path(work) / "plain.onnx"
+        staged = Path(work) / out.name if args.verify else out
+        plain_path = staged if plain else Path(work) / "plain.onnx"
         report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args))
         print(report.format())
         if args.verify:
             parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
             print(parity.format())
-            _check(parity, "ONNX Runtime disagrees with TensorFlow", plain_path)
+            _check(parity, "ONNX Runtime disagrees with TensorFlow", out)
         if not plain:
-            _build_variant(args, plain_path)
+            _build_variant(args, plain_path, staged)
+        if args.verify:
+            write_atomically(out, staged.read_bytes())
+            print(f"verified; wrote {out}")
     return 0
 
 
-def _build_variant(args: argparse.Namespace, plain_path: Path) -> None:
+def _build_variant(args: argparse.Namespace, plain_path: Path, out_path: Path) -> None:
     from minescan.export.agreement import compare_precision
     from minescan.export.detections import run_onnx
     from minescan.export.variants import build_variant
     from minescan.export.verify import compare_detections
 
-    variant = build_variant(plain_path, args.out, target=args.target, precision=args.precision,
+    variant = build_variant(plain_path, out_path, target=args.target, precision=args.precision,
                             calibration=args.calibration, input_size=args.input_size)
     print(variant.report.format())
     if not args.verify:
         return
-    tiles = _verify_tiles(args, args.out)
+    tiles = _verify_tiles(args, out_path)
     if args.target == "tensorrt":
         rewritten = compare_detections(run_onnx(plain_path, tiles), run_onnx(variant.fp32_model, tiles))
         print("tensorrt rewrite vs plain ONNX, " + rewritten.format())
         _check(rewritten, "the TensorRT rewrite disagrees with the plain ONNX export", args.out)
     if args.precision != "fp32":
-        agreement = compare_precision(variant.fp32_model, args.out, args.precision, tiles)
+        agreement = compare_precision(variant.fp32_model, out_path, args.precision, tiles)
         print(agreement.format())
         _check(agreement, f"{args.precision} disagrees with fp32 beyond tolerance", args.out)
 
@@ -82,6 +94,8 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
 
     A trained detector may find nothing on synthetic noise, and nothing compared proves
     nothing; real scene tiles, rendered with the model's recipe, give it something to find.
+    They are cut at the model's input size, or for a model that takes any size at the
+    scan's default tile (640 px): what a scan will feed it.
     """
     import numpy as np
     import onnx
@@ -89,9 +103,10 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
     from minescan.engine.metadata import read_metadata
     from minescan.export.calibration import calibration_tiles
     from minescan.export.detections import synthetic_tiles
+    from minescan.export.variants import DEFAULT_INPUT_SIZE
 
     model = onnx.load(str(model_path), load_external_data=False)
-    size = read_metadata(model).input_size or (256, 256)
+    size = read_metadata(model).input_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
     tiles = synthetic_tiles(4, size, seed=0)
     if args.calibration:
         tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, _recipe(args), count=VERIFY_SCENE_TILES)])
@@ -100,7 +115,7 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
 
 def _check(report: ParityReport | PrecisionReport, problem: str, path: str | Path) -> None:
     if not report.passed:
-        raise ExportError(f"--verify: {problem} for {path}")
+        raise ExportError(f"--verify: {problem} for {path}; nothing written")
 
 
 def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.ArgumentParser) -> None:

@@ -43,14 +43,30 @@ def test_int8_tensorrt_calibrated_on_scenes(demo_saved_model, mining_scenes, tmp
     assert _build(out)["calibration"].startswith("16 tiles from the scenes")
 
 
-def test_int8_of_random_weights_fails_verify_and_leaves_nothing(saved_model_dir, tmp_path, capsys):
-    # A random-init detector's scores are noise that INT8 rounding reorders: --verify must say so, not pass.
+def test_int8_that_disagrees_fails_verify_and_leaves_nothing(demo_saved_model, mining_scenes, tmp_path, capsys, monkeypatch):
+    # An INT8 model whose scores went wrong (Softmax turned Sigmoid after quantizing, as a broken
+    # quantizer might leave it): --verify must refuse it with one line, and the model already at
+    # --out (from an earlier export) stays as it was.
+    import minescan.export.variants as variants
+
+    quantize = variants.quantize_int8
+
+    def broken_quantize(*args, **kwargs):
+        model = quantize(*args, **kwargs)
+        softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+        softmax.op_type = "Sigmoid"
+        del softmax.attribute[:]
+        return model
+
+    monkeypatch.setattr(variants, "quantize_int8", broken_quantize)
     out = tmp_path / "model.int8.onnx"
-    argv = ["export", str(saved_model_dir), "--out", str(out), "--precision", "int8", "--input-size", "256", "--verify"]
+    out.write_bytes(b"the model of yesterday's export")
+    argv = ["export", str(demo_saved_model), "--out", str(out), "--precision", "int8", "--calibration", str(mining_scenes), "--verify"]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "int8 vs fp32 FAIL" in captured.out
-    assert captured.err.strip() == f"minescan: error: --verify: int8 disagrees with fp32 beyond tolerance for {out}"
+    assert captured.err.strip() == f"minescan: error: --verify: int8 disagrees with fp32 beyond tolerance for {out}; nothing written"
+    assert out.read_bytes() == b"the model of yesterday's export" and list(tmp_path.iterdir()) == [out]
 
 
 def test_fp16_onnx_target(demo_saved_model, mining_scenes, tmp_path, capsys):
@@ -72,6 +88,9 @@ def test_verify_also_compares_on_scene_tiles_when_given(demo_saved_model, mining
     # A trained detector finds next to nothing on synthetic noise; scene tiles give it sites to find.
     argv = ["export", str(demo_saved_model), "--out", str(tmp_path / "m.onnx"), "--verify", "--calibration", str(mining_scenes)]
     assert main(argv) == 0
-    parity = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("parity PASS"))
-    assert "on 28 tiles" in parity  # 4 synthetic + 24 cut from the scenes
+    printed = capsys.readouterr().out
+    parity = next(line for line in printed.splitlines() if line.startswith("parity PASS"))
+    assert printed.rstrip().endswith(f"verified; wrote {tmp_path / 'm.onnx'}") and list(tmp_path.iterdir()) == [tmp_path / "m.onnx"]
+    # 4 synthetic + 2 x 2 tiles from each 1024 px scene, cut at the scan's 640 px since the model takes any size
+    assert "on 12 tiles" in parity
     assert int(parity.split()[2].split("/")[1]) >= 10  # detections compared
