@@ -6,7 +6,7 @@ Run from the repository root (after the README's setup):
     .venv/bin/python benchmarks/precision_speed.py --seeds 7 --size 1280 --rounds 1   # a smoke run
 
 It generates the mining scenes (:mod:`minescan.synthetic.mining`, seeds
-``--seeds``; the training scenes use 1000 and up) into benchmarks/.data and,
+``--seeds``; the training scenes use 1000 and up) into ``--data`` and,
 for ``demo_detector.onnx`` and ``demo_detector_int8.onnx`` alternately,
 ``--rounds`` times:
 
@@ -50,12 +50,12 @@ DATA = HERE / ".data"
 SCENE_SPACING = 1e7  # px added to each scene's boxes when pooling, so scenes never match each other
 
 
-def make_scenes(seeds: list[int], size: int) -> list[tuple[Path, np.ndarray, np.ndarray]]:
-    """Write (or reuse) each seed's scene; return (path, truth boxes, truth classes) per scene."""
-    DATA.mkdir(exist_ok=True)
+def make_scenes(seeds: list[int], size: int, folder: Path) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+    """Write each seed's scene into ``folder``; return (path, truth boxes, truth classes) per scene."""
+    folder.mkdir(parents=True, exist_ok=True)
     scenes = []
     for seed in seeds:
-        path = DATA / f"mining_{seed}_{size}.tif"
+        path = folder / f"mining_{seed}_{size}.tif"
         layout = write_mining_scene(path, MiningSpec(width=size, height=size, seed=seed))
         truth = layout.truth()
         scenes.append((path, truth.boxes, truth.classes))
@@ -101,8 +101,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per model (default 3)")
     parser.add_argument("--batch", type=int, default=8, help="tiles per inference call (default 8)")
     parser.add_argument("--out", default=str(HERE / "precision.md"), help="Markdown results file")
+    parser.add_argument("--data", default=str(DATA), help="folder for the generated scenes (default benchmarks/.data)")
     args = parser.parse_args()
-    scenes = make_scenes([int(s) for s in args.seeds.split(",")], args.size)
+    scenes = make_scenes([int(s) for s in args.seeds.split(",")], args.size, Path(args.data))
     options = ScanOptions(bands=(3, 2, 1), batch=args.batch)
     detectors = {p: load_detector(shipped_model(p), max_batch=args.batch) for p in MODELS}
     tiles = [rendered_tiles(path, detectors["fp32"], options) for path, _, _ in scenes]

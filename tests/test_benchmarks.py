@@ -11,7 +11,8 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 def test_precision_speed_scores_both_shipped_models_and_writes_its_table(tmp_path):
     out = tmp_path / "precision.md"
     subprocess.run(
-        [sys.executable, str(BENCHMARKS / "precision_speed.py"), "--seeds", "7", "--size", "1280", "--rounds", "1", "--out", str(out)],
+        [sys.executable, str(BENCHMARKS / "precision_speed.py"), "--seeds", "7", "--size", "1280", "--rounds", "1", "--out", str(out),
+         "--data", str(tmp_path / "scenes")],
         check=True, capture_output=True, text=True, timeout=300,
     )
     rows = {line.split("|")[1].split()[0]: line for line in out.read_text().splitlines() if line.startswith("| FP32") or line.startswith("| INT8")}
