@@ -94,6 +94,16 @@ def pooled_evaluation(per_scene: list[tuple], labels: dict[int, str]) -> Evaluat
     )
 
 
+def worst_scene(per_scene: list[tuple], labels: dict[int, str]) -> str:
+    """The lowest precision and the lowest recall any one scene had, per class: 'label P / R, ...'."""
+    evaluations = [evaluate(d.boxes, d.scores, d.classes, t, c, labels=labels) for d, t, c in per_scene]
+    worst = []
+    for class_id in sorted({c.class_id for e in evaluations for c in e.classes}):
+        mine = [c for e in evaluations for c in e.classes if c.class_id == class_id]
+        worst.append(f"{min(c.precision for c in mine):.3f} / {min(c.recall for c in mine):.3f}")
+    return ", ".join(worst)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="101,102,103", help="scene seeds, comma-separated (default 101,102,103)")
@@ -125,18 +135,19 @@ def main() -> None:
     rows = []
     for p, score in scores.items():
         per_class = " | ".join(f"{c.precision:.3f} / {c.recall:.3f} / {c.average_precision:.3f}" for c in score.classes)
+        per_class += " | " + worst_scene(found[p], labels)
         ms, rate = statistics.median(model_s[p]), statistics.median(scan_rate[p])
         speed = statistics.median(model_s["fp32"]) / ms
         rows.append(f"| {p.upper()} `{MODELS[p]}` | {per_class} | {score.mean_average_precision:.3f} | {ms * 1e3:.1f} | "
                     f"{speed:.2f}x | {rate:.1f} | {rate / statistics.median(scan_rate['fp32']):.2f}x |")
     classes = scores["fp32"].classes
-    class_heads = " | ".join(f"{c.label} P / R / AP" for c in classes)
+    class_heads = " | ".join(f"{c.label} P / R / AP" for c in classes) + " | worst scene P / R per class"
     text = (
         f"Measured {date.today().isoformat()} on {cpu_description()}, {detectors['fp32'].concurrency} concurrent 1-thread calls, "
         f"Python {platform.python_version()}; {len(scenes)} fresh {args.size} x {args.size} mining scenes (seeds {args.seeds}), "
         f"{sum(len(t) for t in tiles)} tiles of 640 px, batch {args.batch}, medians of {args.rounds} alternating rounds.\n\n"
         f"| model | {class_heads} | mAP@0.5 | model only ms/tile | speed vs FP32 | scan tiles/s | scan vs FP32 |\n"
-        f"|---|{'---|' * len(classes)}---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        f"|---|{'---|' * (len(classes) + 1)}---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     Path(args.out).write_text(text)
     print(text)

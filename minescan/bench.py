@@ -34,7 +34,7 @@ import rasterio
 from minescan.engine import Detector
 from minescan.engine.onnxruntime_backend import available_cores
 from minescan.pipeline import StageClock, ordered_map
-from minescan.scan import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, tile_size
+from minescan.scan import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, stitch_settings, tile_size
 from minescan.tiling.grid import TileGrid
 from minescan.tiling.output import write_detections
 from minescan.tiling.scene import Scene
@@ -199,7 +199,7 @@ def bench_setting(
             batches = (rgb for _, rgb, _ in _batched(tiles, batch))
             found = list(ordered_map(model_only, batches, workers=detector.concurrency, name="model-only"))
             model_wall = time.perf_counter() - started
-            stitch_clock, stitcher = StageClock(), Stitcher(options.stitch)
+            stitch_clock, stitcher = StageClock(), Stitcher(stitch_settings(options, detector))
             for (chunk, _, rows), detections in zip(_batched(tiles, batch), found):
                 with stitch_clock.time("stitch", len(chunk)):
                     for tile, d in zip(chunk, detections):

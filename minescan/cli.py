@@ -52,6 +52,16 @@ def _positive(kind):
     return parse
 
 
+def _share(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1] (0 = off), got {value!r}")
+    return number
+
+
 def _recipe_options() -> argparse.ArgumentParser:
     """--bands, --gain, --offset: how a scene becomes the model's RGB (shared by scan and export)."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -81,6 +91,9 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--read-threads", type=_positive(int), default=2, help="threads decoding the raster (default 2)")
     d.add_argument("--iou", type=float, default=0.4, help="IoU at which two tiles' boxes are one object (default 0.4)")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
+    d.add_argument("--drop-parts", type=_share, metavar="F",
+                   help="drop a box lying at least F inside a larger box of another class, as a part of that object; "
+                   "0 = off (default: the model's setting, else off)")
     d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
 
 
@@ -188,7 +201,7 @@ def _options(args: argparse.Namespace):
         stretch=args.stretch,
         nodata=args.nodata,
         read_threads=args.read_threads,
-        stitch=StitchSettings(iou_threshold=args.iou, class_agnostic=args.class_agnostic),
+        stitch=StitchSettings(iou_threshold=args.iou, class_agnostic=args.class_agnostic, drop_parts=args.drop_parts),
     )
 
 

@@ -2,12 +2,13 @@
 
 :func:`scan_scene` is the product's main job; the command line only parses
 flags around it.  Settings resolve in this order: explicit option, the
-model's own metadata (bands, gain, offset it was trained with), built-in
-default.
+model's own metadata (bands, gain, offset it was trained with; whether its
+classes' parts are dropped), built-in default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ import rasterio
 
 from minescan.engine import Detector
 from minescan.tiling.grid import Tile, TileGrid, TileGridError
+from minescan.tiling.parts import check_fraction
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
 from minescan.pipeline import StageClock, ordered_map, threaded
 from minescan.tiling.scene import Scene
@@ -88,6 +90,14 @@ def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) ->
     offset = options.offset if options.offset is not None else float(recipe.get("offset", 0.0))
     scale = float(recipe.get("scale", 10000.0))
     return reflectance_gain(len(scene.bands), gain=gain, offset=offset, scale=scale)
+
+
+def stitch_settings(options: ScanOptions, detector: Detector) -> StitchSettings:
+    """The scan's stitching rule: ``drop_parts`` from the options, else from the model's metadata (else off)."""
+    if options.stitch.drop_parts is not None:
+        return options.stitch
+    recorded = float(detector.metadata.postprocessing.get("drop_parts", 0.0))
+    return dataclasses.replace(options.stitch, drop_parts=check_fraction(recorded))
 
 
 @dataclass(frozen=True)
@@ -179,7 +189,7 @@ def scan_scene(
     with Scene(path, bands=bands, nodata=options.nodata) as scene:
         grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
         radiometry = choose_radiometry(scene, options, detector)
-        stitcher = Stitcher(options.stitch)
+        stitcher = Stitcher(stitch_settings(options, detector))
         batch = max(1, options.batch)
         processed = 0
         seen: Counter[int] = Counter()  # non-empty tiles handled per tile row

@@ -21,6 +21,7 @@ def test_precision_speed_scores_both_shipped_models_and_writes_its_table(tmp_pat
         cells = [c.strip() for c in row.strip("|").split("|")]
         precision_recall = [float(v) for cell in cells[1:3] for v in cell.split(" / ")]
         assert len(precision_recall) == 6 and min(precision_recall) >= 0.9, row  # both classes, a scene the models never saw
-        assert re.fullmatch(r"\d+\.\d\dx", cells[5]) and re.fullmatch(r"\d+\.\d\dx", cells[7]), row
+        assert re.fullmatch(r"\d\.\d{3} / \d\.\d{3}, \d\.\d{3} / \d\.\d{3}", cells[3]), row  # worst scene, both classes
+        assert re.fullmatch(r"\d+\.\d\dx", cells[6]) and re.fullmatch(r"\d+\.\d\dx", cells[8]), row
     assert rows["FP32"].count("| 1.00x |") == 2  # the baseline of both ratios
     assert out.read_text().startswith("Measured ") and "seeds 7" in out.read_text()

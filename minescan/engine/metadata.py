@@ -1,8 +1,10 @@
 """Metadata that minescan keeps inside an ONNX model file.
 
 An exported model carries what a scan needs to run it without repeating flags:
-the label map, the input size it was exported for, and the preprocessing
-recipe (which bands, which gain and offset make its uint8 RGB).  They live in
+the label map, the input size it was exported for, the preprocessing
+recipe (which bands, which gain and offset make its uint8 RGB) and, when its
+owner set one, the postprocessing recipe (``drop_parts``: see
+:mod:`minescan.tiling.parts`).  They live in
 the ONNX ``metadata_props`` under the ``minescan.`` prefix, each value a JSON
 document, so any ONNX tool shows them and ONNX Runtime returns them through
 ``InferenceSession.get_modelmeta().custom_metadata_map``.
@@ -22,6 +24,7 @@ PREPROCESSING_KEY = "minescan.preprocessing"
 SOURCE_SHA256_KEY = "minescan.source_sha256"
 TOOL_VERSIONS_KEY = "minescan.tool_versions"
 BUILD_KEY = "minescan.build"
+POSTPROCESSING_KEY = "minescan.postprocessing"
 
 
 class MetadataError(ValueError):
@@ -35,7 +38,8 @@ class ModelMetadata:
     ``labels`` maps 1-based class ids to names; ``input_size`` is (height,
     width) or None for any size; ``preprocessing`` holds the recipe keys
     ``bands`` (1-based list), ``gain``, ``offset`` and ``scale``; ``build``
-    how the file was made (target, precision, input size, calibration).
+    how the file was made (target, precision, input size, calibration);
+    ``postprocessing`` the scan defaults the model's owner chose (``drop_parts``).
     """
 
     labels: Mapping[int, str] = field(default_factory=dict)
@@ -44,6 +48,7 @@ class ModelMetadata:
     source_sha256: str | None = None
     tool_versions: Mapping[str, str] = field(default_factory=dict)
     build: Mapping[str, Any] = field(default_factory=dict)
+    postprocessing: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _loads(key: str, text: str) -> Any:
@@ -76,6 +81,11 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
         raise MetadataError(f"model metadata {PREPROCESSING_KEY!r} must be an object, got {preprocessing!r}")
     tool_versions = _loads(TOOL_VERSIONS_KEY, props[TOOL_VERSIONS_KEY]) if TOOL_VERSIONS_KEY in props else {}
     build = _loads(BUILD_KEY, props[BUILD_KEY]) if BUILD_KEY in props else {}
+    postprocessing = _loads(POSTPROCESSING_KEY, props[POSTPROCESSING_KEY]) if POSTPROCESSING_KEY in props else {}
+    if not isinstance(postprocessing, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in postprocessing.values()
+    ):
+        raise MetadataError(f"model metadata {POSTPROCESSING_KEY!r} must map settings to numbers in [0, 1], got {postprocessing!r}")
     return ModelMetadata(
         labels=labels,
         input_size=input_size,
@@ -83,6 +93,7 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
         source_sha256=props.get(SOURCE_SHA256_KEY),
         tool_versions=tool_versions,
         build=build,
+        postprocessing=postprocessing,
     )
 
 
@@ -96,6 +107,8 @@ def metadata_props(meta: ModelMetadata) -> dict[str, str]:
     }
     if meta.build:
         props[BUILD_KEY] = json.dumps(dict(meta.build), sort_keys=True)
+    if meta.postprocessing:
+        props[POSTPROCESSING_KEY] = json.dumps(dict(meta.postprocessing), sort_keys=True)
     if meta.source_sha256:
         props[SOURCE_SHA256_KEY] = meta.source_sha256
     return props

@@ -53,7 +53,8 @@ def run_export(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
         staged = Path(work) / out.name if args.verify else out
         plain_path = staged if plain else Path(work) / "plain.onnx"
-        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args))
+        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args),
+                             postprocessing={"drop_parts": args.drop_parts} if args.drop_parts else None)
         print(report.format())
         if args.verify:
             parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
@@ -140,6 +141,9 @@ def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.Argument
                         help="fp16: feature trunk in FP16; int8: Q/DQ on the trunk's Conv/MatMul (default fp32)")
     export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes: INT8 calibrates on their tiles, and --verify compares on them too "
                         "(default: synthetic tiles only)")
+    export.add_argument("--drop-parts", type=float, metavar="F",
+                        help="record in the model that a scan drops a box lying at least F inside a larger box of another "
+                             "class (its classes cannot nest, e.g. 0.7); default: not recorded, scans keep such boxes")
     export.add_argument("--input-size", type=int, metavar="PX",
                         help="fix the input to PX x PX (default: the model's own; for tensorrt, 640 if it takes any size)")
     export.set_defaults(handler=run_export)

@@ -76,6 +76,8 @@ class ExportReport:
                 f"batch {batch}; input size {size}",
                 f"labels {labels}; dropped outputs: {', '.join(self.dropped_outputs) or 'none'}",
             ]
+            + ([f"scans drop parts: boxes >= {self.metadata.postprocessing['drop_parts']:g} inside a larger box of another class"]
+               if self.metadata.postprocessing.get("drop_parts") else [])
         )
 
 
@@ -86,15 +88,18 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     labels: Mapping[int, str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    postprocessing: Mapping[str, float] | None = None,
 ) -> ExportReport:
     """Convert the SavedModel in ``saved_model_dir`` to an ONNX detector at ``out_path``.
 
     ``labels`` maps 1-based class ids to names; without it they come from the
     ``label_map.pbtxt`` in ``saved_model_dir`` or up to two directories above.
-    ``preprocessing`` overrides keys of :data:`DEFAULT_PREPROCESSING`.
+    ``preprocessing`` overrides keys of :data:`DEFAULT_PREPROCESSING`;
+    ``postprocessing`` holds the scan defaults to record (``drop_parts``).
     """
     started = time.perf_counter()
     recipe = _preprocessing(preprocessing)
+    after = _postprocessing(postprocessing)
     saved_model_graph(saved_model_dir)  # a missing or non-SavedModel directory is the first thing to report
     class_names = _labels(saved_model_dir, labels)
     signature = load_serving_signature(saved_model_dir)
@@ -112,6 +117,7 @@ def export_onnx(
         preprocessing=recipe,
         source_sha256=saved_model_sha256(saved_model_dir),
         tool_versions=_tool_versions(),
+        postprocessing=after,
     )
     write_metadata(model, metadata)
     out_path = Path(out_path)
@@ -141,6 +147,18 @@ def _preprocessing(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     if bands is not None and not (isinstance(bands, (list, tuple)) and all(isinstance(b, int) and b >= 1 for b in bands)):
         raise ExportError(f"preprocessing 'bands' must be null or a list of 1-based band numbers, got {bands!r}")
     return {**recipe, "bands": None if bands is None else list(bands)}
+
+
+def _postprocessing(settings: Mapping[str, float] | None) -> dict[str, float]:
+    from minescan.tiling.parts import PartsError, check_fraction
+
+    unknown = sorted(set(settings or {}) - {"drop_parts"})
+    if unknown:
+        raise ExportError(f"unknown postprocessing key {unknown[0]!r}; expected drop_parts")
+    try:
+        return {k: check_fraction(float(v)) for k, v in (settings or {}).items() if v}
+    except PartsError as exc:
+        raise ExportError(f"--drop-parts: {exc}") from exc
 
 
 def _labels(saved_model_dir: str | Path, labels: Mapping[int, str] | None) -> dict[int, str]:

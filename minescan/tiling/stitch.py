@@ -38,6 +38,9 @@ demo detector on six fresh 4096 px scenes: illegal-mining precision 0.89-0.96
 at 0.5 (the false positives were such cross-tile twins), 0.94-0.98 at 0.4,
 recall 0.98-1.00 at both.  A detector's own NMS usually suppresses at 0.4-0.6,
 and SAHI matches at intersection-over-smaller 0.5 (IoU 0.33 for equal boxes).
+
+Once every object is settled, ``drop_parts`` (if set) drops boxes that are a
+part of a larger object of another class (:mod:`minescan.tiling.parts`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import shapely
 
 from minescan.engine.detections import TileDetections
 from minescan.tiling.grid import Tile
+from minescan.tiling.parts import part_mask
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class StitchSettings:
     containment: float = 0.8
     edge_tolerance: float = 2.0
     class_agnostic: bool = False
+    # Drop boxes lying this much inside a larger box of another class (minescan.tiling.parts);
+    # 0: off; None: the model's own setting (a scan resolves it, see minescan.scan.stitch_settings).
+    drop_parts: float | None = None
 
 
 class SceneDetections(TileDetections):
@@ -210,11 +217,10 @@ class Stitcher:
         """Settle everything and return each object once, best score first."""
         self.flush(np.inf)
         objects = sorted(self._settled, key=lambda o: -o.score)
-        return SceneDetections(
-            np.array([o.box for o in objects], np.float64).reshape(-1, 4),
-            np.array([o.score for o in objects], np.float32),
-            np.array([o.klass for o in objects], np.int32),
-        )
+        boxes = np.array([o.box for o in objects], np.float64).reshape(-1, 4)
+        classes = np.array([o.klass for o in objects], np.int32)
+        whole = ~part_mask(boxes, classes, self.settings.drop_parts or 0.0)
+        return SceneDetections(boxes[whole], np.array([o.score for o in objects], np.float32)[whole], classes[whole])
 
     def _resolve(self, boxes, scores, classes, cut, windows, tiles) -> list[_Object]:
         """The greedy rule of the module docstring over one set of candidates."""

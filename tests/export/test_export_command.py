@@ -31,3 +31,14 @@ def test_export_of_a_missing_saved_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"minescan: error: SavedModel directory {tmp_path / 'nothere'} does not exist"]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_records_drop_parts_for_scans_and_refuses_a_bad_share(saved_model_dir, tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(saved_model_dir), "--out", str(model), "--drop-parts", "0.7"]) == 0
+    assert "scans drop parts: boxes >= 0.7 inside a larger box of another class" in capsys.readouterr().out
+    assert load_detector(model).metadata.postprocessing == {"drop_parts": 0.7}
+    bad = tmp_path / "bad.onnx"
+    assert main(["export", str(saved_model_dir), "--out", str(bad), "--drop-parts", "1.5"]) == 1
+    assert "--drop-parts: the part containment fraction must be in [0, 1] (0 = off), got 1.5" in capsys.readouterr().err
+    assert not bad.exists()
