@@ -88,7 +88,7 @@ def _add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="where the model runs: auto (a GPU when there is one, else the CPU, saying so), cpu, "
                    "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
-    d.add_argument("--read-threads", type=_positive(int), default=2, help="threads decoding the raster (default 2)")
+    d.add_argument("--read-threads", type=_positive(int), help="threads decoding the raster (default: two per core, at most 8)")
     d.add_argument("--iou", type=float, default=0.4, help="IoU at which two tiles' boxes are one object (default 0.4)")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
     d.add_argument("--drop-parts", type=_share, metavar="F",
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_int_list, help="ONNX Runtime intra-op threads per call to try, e.g. 1,2 (default: cores / workers)")
     bench.add_argument("--workers", type=_int_list, help="concurrent inference calls to try, e.g. 1,2 (default: one per core, at most 4)")
     bench.add_argument("--backend", choices=BACKENDS, default="auto", help="where the model runs (see scan --backend; default auto)")
-    bench.add_argument("--read-threads", type=_positive(int), default=2, help="reader threads (default 2)")
+    bench.add_argument("--read-threads", type=_positive(int), help="reader threads (default: two per core, at most 8)")
     bench.add_argument("--tile", type=_positive(int), help="tile size in px (default: the model's, else 640)")
     bench.add_argument("--overlap", type=int, default=128, help="tile overlap in px (default 128)")
     bench.add_argument("--score-threshold", type=float, default=0.5, help="detection score threshold (default 0.5)")
@@ -153,6 +153,11 @@ def _int_list(value: str) -> list[int]:
     return numbers
 
 
+def _read_threads(args: argparse.Namespace) -> dict:
+    """``--read-threads`` when given; otherwise ScanOptions' default (two per core)."""
+    return {"read_threads": args.read_threads} if args.read_threads else {}
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from minescan.bench import bench_setting, format_table, write_json
     from minescan.engine import load_detector
@@ -160,7 +165,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     options = ScanOptions(
         bands=args.bands, tile=args.tile, overlap=args.overlap, gain=args.gain, offset=args.offset,
-        score_threshold=args.score_threshold, read_threads=args.read_threads,
+        score_threshold=args.score_threshold, **_read_threads(args),
     )
     probe = load_detector(args.model, backend=args.backend)  # a bad model fails here, before any timing
     print(f"backend: {probe.backend}" + (f" ({probe.notice})" if probe.notice else ""))
@@ -200,7 +205,7 @@ def _options(args: argparse.Namespace):
         offset=args.offset,
         stretch=args.stretch,
         nodata=args.nodata,
-        read_threads=args.read_threads,
+        **_read_threads(args),
         stitch=StitchSettings(iou_threshold=args.iou, class_agnostic=args.class_agnostic, drop_parts=args.drop_parts),
     )
 

@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 
 from minescan.engine import Detector
+from minescan.engine.onnxruntime_backend import available_cores
 from minescan.tiling.grid import Tile, TileGrid, TileGridError
 from minescan.tiling.parts import check_fraction
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
@@ -30,6 +31,18 @@ from minescan.tiling.stitch import SceneDetections, StitchSettings, Stitcher
 
 DEFAULT_TILE = 640
 DEFAULT_OVERLAP = 128
+
+
+def default_read_threads() -> int:
+    """Reader threads: two per core, at most 8.
+
+    More threads than cores keep a core decoding while another thread waits on
+    the file or on its turn: measured on 2 cores, full 10980 px scene, a model
+    that costs nothing: 2 threads 2.22 s, 3 threads 2.12-2.15 s, 4 threads
+    1.97-2.05 s; with the demo Faster R-CNN the same within noise (6.1-6.6 s).
+    Above 2 cores the formula is not measured here.
+    """
+    return min(8, 2 * available_cores())
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ class ScanOptions:
     stretch: tuple[float, float] | None = None
     nodata: float | None = None
     stitch: StitchSettings = field(default_factory=StitchSettings)
-    read_threads: int = 2
+    read_threads: int = field(default_factory=default_read_threads)
 
 
 @dataclass(frozen=True)
