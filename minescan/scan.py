@@ -38,8 +38,8 @@ def default_read_threads() -> int:
 
     More threads than cores keep a core decoding while another thread waits on
     the file or on its turn: measured on 2 cores, full 10980 px scene, a model
-    that costs nothing: 2 threads 2.22 s, 3 threads 2.12-2.15 s, 4 threads
-    1.97-2.05 s; with the demo Faster R-CNN the same within noise (6.1-6.6 s).
+    that costs nothing, runs alternating: 2 threads 2.22-2.45 s, 4 threads
+    1.97-2.22 s; with the demo Faster R-CNN the same within noise (6.1-6.6 s).
     Above 2 cores the formula is not measured here.
     """
     return min(8, 2 * available_cores())
