@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minescan.bench import warm_up
 from minescan.demo import MODELS, shipped_model
 from minescan.engine import Detector, load_detector
 from minescan.evaluation import Evaluation, evaluate
@@ -120,8 +121,8 @@ def main() -> None:
     model_s: dict[str, list[float]] = {p: [] for p in MODELS}
     scan_rate: dict[str, list[float]] = {p: [] for p in MODELS}
     found: dict[str, list] = {p: [] for p in MODELS}
-    for p, detector in detectors.items():
-        detector.detect(tiles[0][: args.batch])  # warm-up outside the clock
+    for detector in detectors.values():
+        warm_up(detector, args.batch, 640)
     for round_ in range(args.rounds):
         for p, detector in detectors.items():
             model_s[p].append(statistics.fmean(model_only_seconds(detector, t, args.batch) for t in tiles))

@@ -55,7 +55,7 @@ def child(mode: str, scene: str, model: str) -> dict:
     """One measurement in this process; returns wall seconds and peak RSS."""
     import rasterio
 
-    from minescan.bench import peak_rss_bytes
+    from minescan.bench import peak_rss_bytes, warm_up
     from minescan.engine import load_detector
     from minescan.scan import ScanOptions, choose_radiometry, scan_scene
     from minescan.tiling.grid import TileGrid
@@ -70,11 +70,7 @@ def child(mode: str, scene: str, model: str) -> dict:
     # naive and "model-only-1call": one call at a time over all cores, as public tools run ONNX Runtime
     one_call = mode in ("naive", "model-only-1call")
     detector = load_detector(model, max_batch=BATCH, **({"threads": available_cores(), "workers": 1} if one_call else {}))
-    # Warm-up outside the clock: a full batch on each concurrent call, as the timed passes run them
-    # (a batch-1 warm-up left ONNX Runtime's first batch-8 calls to grow its memory inside the clock).
-    warm = [np.zeros((BATCH, 640, 640, 3), np.uint8)] * detector.concurrency
-    for _ in ordered_map(detector.detect, warm, workers=detector.concurrency, name="warm-up"):
-        pass
+    warm_up(detector, BATCH, 640)
     start = time.perf_counter()
     tiles = 0
     if mode == "pipeline":

@@ -22,7 +22,6 @@ import rasterio
 from minescan.engine import Detector
 from minescan.engine.onnxruntime_backend import available_cores
 from minescan.tiling.grid import Tile, TileGrid, TileGridError
-from minescan.tiling.parts import check_fraction
 from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
 from minescan.pipeline import StageClock, ordered_map, threaded
 from minescan.tiling.scene import Scene
@@ -109,8 +108,8 @@ def stitch_settings(options: ScanOptions, detector: Detector) -> StitchSettings:
     """The scan's stitching rule: ``drop_parts`` from the options, else from the model's metadata (else off)."""
     if options.stitch.drop_parts is not None:
         return options.stitch
-    recorded = float(detector.metadata.postprocessing.get("drop_parts", 0.0))
-    return dataclasses.replace(options.stitch, drop_parts=check_fraction(recorded))
+    # parse_metadata has already checked the recorded share is in [0, 1].
+    return dataclasses.replace(options.stitch, drop_parts=float(detector.metadata.postprocessing.get("drop_parts", 0.0)))
 
 
 @dataclass(frozen=True)
