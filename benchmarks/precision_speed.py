@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from minescan.bench import warm_up
+from minescan.scan.bench import warm_up
 from minescan.demo import MODELS, shipped_model
 from minescan.engine import Detector, load_detector
-from minescan.evaluation import Evaluation, evaluate
-from minescan.pipeline import ordered_map
-from minescan.scan import ScanOptions, choose_radiometry, scan_scene, tile_size
+from minescan.results.evaluation import Evaluation, evaluate
+from minescan.scan.pipeline import ordered_map
+from minescan.scan.stream import ScanOptions, choose_radiometry, scan_scene, tile_size
 from minescan.synthetic.mining import MiningSpec, write_mining_scene
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.scene import Scene
+from minescan.raster.grid import TileGrid
+from minescan.raster.scene import Scene
 
 from machine import cpu_description  # benchmarks/machine.py, beside this script
 

@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import cpu_description  # benchmarks/machine.py, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # testkit/, the fixtures beside the package
+
+from machine import cpu_description  # benchmarks/machine.py, beside this script  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -55,16 +57,16 @@ def child(mode: str, scene: str, model: str) -> dict:
     """One measurement in this process; returns wall seconds and peak RSS."""
     import rasterio
 
-    from minescan.bench import peak_rss_bytes, warm_up
+    from minescan.scan.bench import peak_rss_bytes, warm_up
     from minescan.engine import load_detector
-    from minescan.scan import ScanOptions, choose_radiometry, scan_scene
-    from minescan.tiling.grid import TileGrid
-    from minescan.tiling.scene import Scene
-    from minescan.tiling.stitch import Stitcher
-    from minescan.tiling.strips import RowEnd, StripReader
+    from minescan.scan.stream import ScanOptions, choose_radiometry, scan_scene
+    from minescan.raster.grid import TileGrid
+    from minescan.raster.scene import Scene
+    from minescan.scan.stitch import Stitcher
+    from minescan.raster.strips import RowEnd, StripReader
 
     from minescan.engine.onnxruntime_backend import available_cores
-    from minescan.pipeline import ordered_map
+    from minescan.scan.pipeline import ordered_map
 
     options = ScanOptions(bands=BANDS, batch=BATCH)
     # naive and "model-only-1call": one call at a time over all cores, as public tools run ONNX Runtime
@@ -124,7 +126,7 @@ def measure(mode: str, scene: Path, model: Path, repeats: int = 1) -> dict:
 
 def make_inputs(sizes: list[int]) -> tuple[list[Path], Path]:
     from minescan.synthetic.scene import SceneSpec, write_scene
-    from minescan.synthetic.square_detector import save_square_detector
+    from testkit.square_detector import save_square_detector
 
     DATA.mkdir(exist_ok=True)
     scenes = []

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from minescan.engine import load_detector
 from minescan.errors import MinescanError
-from minescan.evaluation import evaluate
-from minescan.runs.quicklook import write_quicklook
-from minescan.scan import ScanOptions, scan_scene
+from minescan.results.evaluation import evaluate
+from minescan.results.quicklook import write_quicklook
+from minescan.scan.stream import ScanOptions, scan_scene
 from minescan.synthetic.mining import MiningSpec, write_mining_scene, write_truth
-from minescan.tiling.output import write_detections
+from minescan.results.writers import write_detections
 
 MODELS = {"fp32": "demo_detector.onnx", "int8": "demo_detector_int8.onnx"}
 
@@ -70,7 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for name in ("detections.geojson", "detections.gpkg")
     ]
     written.append(write_truth(out / "truth.geojson", layout, scene=result.scene))
-    bands = tuple(detector.metadata.preprocessing.get("bands") or (3, 2, 1))
+    bands = tuple(detector.metadata.recipe.bands or (3, 2, 1))
     written.append(write_quicklook(out / "quicklook.png", scene_path, result.detections, bands=bands, nodata=None, max_size=1024))
     d = result.detections
     scores = evaluate(d.boxes, d.scores, d.classes, truth.boxes, truth.classes, labels=labels)

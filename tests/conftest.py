@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minescan.synthetic.scene import SceneSpec, Truth, write_scene
-from minescan.synthetic.square_detector import save_square_detector
+from testkit.square_detector import save_square_detector
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from minescan.engine import ContractError, DetectorInputError, ModelLoadError, load_detector
-from minescan.synthetic.square_detector import LABELS, save_square_detector
+from testkit.square_detector import LABELS, save_square_detector
 
 
 def _tiles(n: int = 1, size: int = 96) -> np.ndarray:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
-from minescan.evaluate_command import add_parser
-from minescan.evaluation import average_precision, evaluate
-from minescan.result_files import ResultFileError, read_result_file
-from minescan.tiling.output import write_detections
-from minescan.tiling.stitch import SceneDetections
+from minescan.cli.evaluate import add_parser
+from minescan.results.evaluation import average_precision, evaluate
+from minescan.results.read import ResultFileError, read_result_file
+from minescan.results.writers import write_detections
+from minescan.scan.stitch import SceneDetections
 
 LABELS = {1: "illegal_mining", 2: "legal_mining"}
 TRANSFORM = from_origin(600000.0, 800000.0, 10.0, 10.0)

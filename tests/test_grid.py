@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minescan.tiling.grid import TileGrid, TileGridError
+from minescan.raster.grid import TileGrid, TileGridError
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from minescan.result_files import read_result_file
+from minescan.results.read import read_result_file
 from minescan.synthetic.mining import (
     CLEAR,
     DISTRACTOR_KINDS,

@@ -1,4 +1,4 @@
-"""Dropping a box that is a part of a larger object of another class (minescan.tiling.parts)."""
+"""Dropping a box that is a part of a larger object of another class (minescan.scan.parts)."""
 
 import json
 
@@ -8,12 +8,12 @@ import pytest
 from minescan.cli import main
 from minescan.demo import shipped_model
 from minescan.engine import load_detector
-from minescan.engine.metadata import MetadataError, parse_metadata
-from minescan.evaluation import match
-from minescan.scan import ScanOptions, scan_scene
+from minescan.model.metadata import MetadataError, Postprocessing, parse_metadata
+from minescan.results.evaluation import match
+from minescan.scan.stream import ScanOptions, scan_scene
 from minescan.synthetic.mining import MiningSpec, write_mining_scene
-from minescan.tiling.parts import PartsError, part_mask
-from minescan.tiling.stitch import StitchSettings
+from minescan.scan.parts import PartsError, part_mask
+from minescan.scan.stitch import StitchSettings
 from tests.test_stitch import _stitch
 
 MINE = (100, 100, 200, 180)  # a large box of class 2
@@ -52,8 +52,8 @@ def test_the_stitcher_drops_parts_once_objects_are_whole_across_tiles():
 
 
 def test_postprocessing_metadata_reads_back_and_rejects_nonsense():
-    assert parse_metadata({"minescan.postprocessing": json.dumps({"drop_parts": 0.7})}).postprocessing == {"drop_parts": 0.7}
-    assert parse_metadata({}).postprocessing == {}
+    assert parse_metadata({"minescan.postprocessing": json.dumps({"drop_parts": 0.7})}).postprocessing == Postprocessing(drop_parts=0.7)
+    assert parse_metadata({}).postprocessing == Postprocessing(drop_parts=None)
     with pytest.raises(MetadataError, match="minescan.postprocessing"):
         parse_metadata({"minescan.postprocessing": json.dumps({"drop_parts": 7})})
 
@@ -69,7 +69,7 @@ def scene_with_a_part(tmp_path_factory):
 def test_the_demo_detector_drops_its_part_false_positive_by_its_own_metadata(scene_with_a_part):
     path, truth = scene_with_a_part
     detector = load_detector(shipped_model("fp32"))
-    assert detector.metadata.postprocessing == {"drop_parts": 0.7}
+    assert detector.metadata.postprocessing == Postprocessing(drop_parts=0.7)
     everything = scan_scene(path, detector, ScanOptions(stitch=StitchSettings(drop_parts=0)), on_tile=lambda n: None).detections
     default = scan_scene(path, detector, ScanOptions(), on_tile=lambda n: None).detections
     parts = part_mask(everything.boxes, everything.classes, 0.7)

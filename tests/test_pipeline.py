@@ -9,12 +9,12 @@ import rasterio
 from rasterio.transform import from_origin
 
 from minescan.engine.onnxruntime_backend import cpu_split
-from minescan.pipeline import ordered_map, threaded
-from minescan.scan import ScanOptions, scan_scene
+from minescan.scan.pipeline import ordered_map, threaded
+from minescan.scan.stream import ScanOptions, scan_scene
 from minescan.engine import load_detector
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.scene import Scene, SceneError
-from minescan.tiling.strips import RowEnd, StripReader
+from minescan.raster.grid import TileGrid
+from minescan.raster.scene import Scene, SceneError
+from minescan.raster.strips import RowEnd, StripReader
 from test_stitch import _stitch
 
 
@@ -105,8 +105,8 @@ def test_concurrent_inference_finds_exactly_what_one_call_at_a_time_finds(make_s
 @pytest.mark.parametrize("width,height,blocks,size,overlap", [(1300, 1100, 256, 512, 64), (300, 200, None, 512, 64), (600, 2300, 256, 384, 96)])
 @pytest.mark.parametrize("stretch", [False, True])
 def test_rendering_in_the_reader_gives_exactly_the_per_tile_rendering(tmp_path, width, height, blocks, size, overlap, stretch):
-    from minescan.pipeline import StageClock
-    from minescan.tiling.radiometry import percentile_stretch, reflectance_gain
+    from minescan.scan.pipeline import StageClock
+    from minescan.raster.radiometry import percentile_stretch, reflectance_gain
 
     path = tmp_path / "s.tif"
     _write(path, width, height, blocks)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minescan.tiling.radiometry import RadiometryError, passthrough, percentile_stretch, reflectance_gain
+from minescan.raster.radiometry import RadiometryError, passthrough, percentile_stretch, reflectance_gain
 
 
 def test_sentinel2_true_colour_is_reflectance_times_gain():

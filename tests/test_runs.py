@@ -13,8 +13,8 @@ import pytest
 import rasterio
 
 from minescan.cli import main
-from minescan.evaluation import compare
-from minescan.synthetic.products import write_band_files, write_safe, write_stac_item
+from minescan.results.evaluation import compare
+from testkit.products import write_band_files, write_safe, write_stac_item
 from minescan.synthetic.scene import SceneSpec, write_scene
 
 TILING = ["--tile", "320", "--overlap", "64"]

@@ -9,7 +9,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from minescan.cli import main
-from minescan.evaluation import compare, iou_matrix
+from minescan.results.evaluation import compare, iou_matrix
 from minescan.synthetic.scene import Truth
 
 

@@ -7,15 +7,15 @@ import pytest
 import rasterio
 
 from minescan.engine import load_detector
-from minescan.evaluation import compare
+from minescan.results.evaluation import compare
 from minescan.runs.batch import scene_options
-from minescan.runs.resolve import read_manifest, resolve
-from minescan.runs.source import SourceError, common_stem
-from minescan.runs.stac import gdal_href
-from minescan.scan import ScanOptions, scan_scene
-from minescan.synthetic.products import ProductSpec, write_band_files, write_safe, write_stac_item
+from minescan.raster.sources.resolve import read_manifest, resolve
+from minescan.raster.sources.source import SourceError, common_stem
+from minescan.raster.sources.stac import gdal_href
+from minescan.scan.stream import ScanOptions, scan_scene
+from testkit.products import ProductSpec, write_band_files, write_safe, write_stac_item
 from minescan.synthetic.scene import SceneSpec, Truth, write_scene
-from minescan.tiling.radiometry import reflectance_gain
+from minescan.raster.radiometry import reflectance_gain
 
 SPEC = SceneSpec(width=700, height=600, objects=0, seed=5, nodata_width=120)
 TRUTH = Truth.of([(100, 100, 130, 125), (400, 300, 440, 330), (600, 500, 640, 540)], [1, 2, 1])

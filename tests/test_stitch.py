@@ -1,8 +1,8 @@
 import numpy as np
 
-from minescan.engine.detections import TileDetections
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.stitch import StitchSettings, Stitcher
+from minescan.model.detections import TileDetections
+from minescan.raster.grid import TileGrid
+from minescan.scan.stitch import StitchSettings, Stitcher
 
 
 def _stitch(width, height, size, overlap, objects, settings=None, flush_rows=False):

@@ -119,7 +119,7 @@ def test_build_command_without_tensorrt_is_one_clear_line(square_model, tmp_path
     import argparse
 
     from minescan.engine.backends import TensorRTUnavailableError
-    from minescan.export.build_command import add_build_parser
+    from minescan.cli.build import add_build_parser
 
     parser = argparse.ArgumentParser()
     add_build_parser(parser.add_subparsers())

@@ -1,4 +1,4 @@
-"""Training losses for the project's Faster R-CNN (:mod:`minescan.export.fixture_model`).
+"""Training losses for the project's Faster R-CNN (:mod:`testkit.fixture_model`).
 
 The detector trained here is the export fixture's ``_FasterRCNN`` itself (tiny
 backbone), so what is trained is exactly what ``serve`` exports.  Only the
@@ -39,7 +39,7 @@ from typing import Mapping
 import keras
 import tensorflow as tf
 
-from minescan.export import fixture_model
+from testkit import fixture_model
 from minescan.export.label_map import LABEL_MAP_NAME, write_label_map
 
 DEMO_ARCHITECTURE = dataclasses.replace(

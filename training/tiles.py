@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minescan.synthetic.mining import MiningSpec, plan_scene, render_strip
-from minescan.tiling.radiometry import reflectance_gain
+from minescan.raster.radiometry import reflectance_gain
 
 MAX_TRUTH = 24  # truth boxes per tile, padded with class 0
 MIN_VISIBLE = 0.6

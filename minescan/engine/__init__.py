@@ -13,10 +13,10 @@ import os
 import onnxruntime as ort
 
 from minescan.engine.backends import BACKENDS, BackendError, TensorRTUnavailableError, check_providers, plan_backend
-from minescan.engine.contract import ContractError, ModelSignature
-from minescan.engine.detections import TileDetections
+from minescan.model.contract import ContractError, ModelSignature
+from minescan.model.detections import TileDetections
 from minescan.engine.detector import Detector, DetectorInputError
-from minescan.engine.metadata import ModelMetadata
+from minescan.model.metadata import ModelMetadata
 from minescan.engine.onnxruntime_backend import ModelLoadError, OnnxRuntimeDetector
 
 

@@ -1,11 +1,11 @@
 """The detector interface every backend implements.
 
 A :class:`Detector` takes a batch of uint8 RGB tiles [B, H, W, 3] and answers
-one :class:`~minescan.engine.detections.TileDetections` per tile.  Backends
+one :class:`~minescan.model.detections.TileDetections` per tile.  Backends
 differ in where the model runs (ONNX Runtime on the CPU by default, a GPU
 provider of ONNX Runtime, or a TensorRT engine; ``backend`` names it and
 ``notice`` says why it is not the GPU that ``auto`` looked for); they
-agree on the model contract (:mod:`minescan.engine.contract`) and on splitting
+agree on the model contract (:mod:`minescan.model.contract`) and on splitting
 a batch larger than the model's fixed batch dimension.
 """
 
@@ -15,9 +15,9 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from minescan.engine.contract import ModelSignature
-from minescan.engine.detections import TileDetections
-from minescan.engine.metadata import ModelMetadata
+from minescan.model.contract import ModelSignature
+from minescan.model.detections import TileDetections
+from minescan.model.metadata import ModelMetadata
 from minescan.errors import MinescanError
 
 

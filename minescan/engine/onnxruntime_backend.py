@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from minescan.engine.contract import OUTPUT_NAMES, ContractError, TensorSpec, check_contract
-from minescan.engine.detections import TileDetections, from_normalized
+from minescan.model.contract import OUTPUT_NAMES, ContractError, TensorSpec, check_contract
+from minescan.model.detections import TileDetections, from_normalized
 from minescan.engine.detector import check_tiles, split_batch
-from minescan.engine.metadata import MetadataError, parse_metadata
+from minescan.model.metadata import MetadataError, parse_metadata
 from minescan.errors import MinescanError
 
 

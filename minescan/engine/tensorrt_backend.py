@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minescan.engine.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, ModelSignature, TensorSpec, check_contract
+from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, ModelSignature, TensorSpec, check_contract
 from minescan.engine.cuda_runtime import DeviceArena, gpu_info
-from minescan.engine.detections import TileDetections, from_normalized
+from minescan.model.detections import TileDetections, from_normalized
 from minescan.engine.detector import DetectorInputError, check_tiles, split_batch
 from minescan.engine.engine_sidecar import EngineMismatchError, check_engine, read_sidecar
-from minescan.engine.metadata import MetadataError, parse_metadata
+from minescan.model.metadata import MetadataError, parse_metadata
 from minescan.engine.onnxruntime_backend import ModelLoadError
 from minescan.engine.tensorrt_common import LOGGER, build_target, dims, numpy_dtype, tensor_spec, trt
 from minescan.errors import MinescanError

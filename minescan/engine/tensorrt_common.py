@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from minescan.engine.backends import TensorRTUnavailableError
-from minescan.engine.contract import ContractError, TensorSpec
+from minescan.model.contract import ContractError, TensorSpec
 from minescan.engine.cuda_runtime import GpuInfo
 from minescan.engine.engine_sidecar import BuildTarget
 
@@ -51,7 +51,7 @@ def numpy_dtype(dtype: trt.DataType, name: str) -> np.dtype:
 
 
 def tensor_spec(name: str, dtype: trt.DataType, shape: tuple[int, ...]) -> TensorSpec:
-    """A tensor in the terms of :func:`minescan.engine.contract.check_contract` (-1 -> None)."""
+    """A tensor in the terms of :func:`minescan.model.contract.check_contract` (-1 -> None)."""
     type_name = _DTYPES[dtype][0] if dtype in _DTYPES else str(dtype)
     return TensorSpec(name, type_name, tuple(d if d >= 0 else None for d in shape))
 

@@ -4,7 +4,7 @@
 detector contract (:mod:`minescan.export.contract`) into an ONNX file with
 exactly the contract's outputs and minescan's metadata; :func:`verify_export`
 runs both on the same tiles and reports how closely they agree.
-:mod:`minescan.export.fixture_model` builds a random-weight Faster R-CNN
+:mod:`testkit.fixture_model` builds a random-weight Faster R-CNN
 SavedModel for tests and benchmarks.
 
 TensorFlow and tf2onnx (the ``export`` extra) are imported only when a

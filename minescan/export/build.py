@@ -30,12 +30,12 @@ from pathlib import Path
 
 import onnx
 
-from minescan.engine.contract import INPUT_NAME, check_contract
+from minescan.model.contract import INPUT_NAME, check_contract
 from minescan.engine.cuda_runtime import gpu_info
 from minescan.engine.engine_sidecar import EngineSidecar, sha256_file, sidecar_path
-from minescan.engine.metadata import parse_metadata
+from minescan.model.metadata import parse_metadata
 from minescan.engine.tensorrt_common import LOGGER, build_target, dims, tensor_spec, trt
-from minescan.export.atomic import write_atomically
+from minescan.results.atomic import write_atomically
 from minescan.export.build_profile import DEFAULT_BATCH, DEFAULT_WORKSPACE_GB, Batch, check_batch, plan_profile
 from minescan.export.errors import ExportError
 

@@ -1,9 +1,9 @@
 """Calibration tiles: what INT8 scales are measured on, rendered exactly as a scan renders tiles.
 
 :func:`calibration_tiles` cuts tiles from the GeoTIFFs in a directory with
-the scan's own readers: :class:`~minescan.tiling.scene.Scene` (bands chosen
+the scan's own readers: :class:`~minescan.raster.scene.Scene` (bands chosen
 by the model's recipe or found from the band descriptions, nodata masked)
-over a :class:`~minescan.tiling.grid.TileGrid` at the model's input size,
+over a :class:`~minescan.raster.grid.TileGrid` at the model's input size,
 then the scan's radiometry (uint8 passes through; uint16 gets the recipe's
 ``(DN + offset) / scale * gain`` rendering).  Tiles that are mostly nodata
 are skipped, and the rest are taken evenly spaced over all scenes, so a
@@ -13,22 +13,22 @@ few scenes give a spread of terrain rather than one corner.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
-
 import numpy as np
 
+from minescan.defaults import DEFAULTS
 from minescan.errors import MinescanError
 from minescan.export.errors import ExportError
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.radiometry import passthrough, reflectance_gain
-from minescan.tiling.scene import Scene
+from minescan.raster.grid import TileGrid
+from minescan.raster.radiometry import passthrough, reflectance_gain
+from minescan.raster.scene import Scene
+from minescan.model.metadata import Recipe
 
 SCENE_SUFFIXES = (".tif", ".tiff")
 MAX_NODATA_FRACTION = 0.5
 
 
 def calibration_tiles(
-    directory: str | Path, size: tuple[int, int], recipe: Mapping[str, Any], *, count: int = 16
+    directory: str | Path, size: tuple[int, int], recipe: Recipe, *, count: int = 16
 ) -> np.ndarray:
     """Up to ``count`` uint8 tiles [N, H, W, 3] from the GeoTIFFs in ``directory``, rendered with ``recipe``."""
     directory = Path(directory)
@@ -40,7 +40,7 @@ def calibration_tiles(
     height, width = size
     if height != width:
         raise ExportError(f"calibration tiles are square like scan tiles; the model takes {height}x{width}")
-    bands = tuple(recipe["bands"]) if recipe.get("bands") else None
+    bands = recipe.bands
     candidates = []
     for path in scenes:
         try:
@@ -53,7 +53,7 @@ def calibration_tiles(
     for path in scenes:
         with Scene(path, bands=bands) as scene:
             radiometry = passthrough(3) if scene.dtype == "uint8" else reflectance_gain(
-                3, gain=float(recipe["gain"]), offset=float(recipe["offset"]), scale=float(recipe["scale"])
+                3, gain=recipe.gain or DEFAULTS.gain, offset=recipe.offset or DEFAULTS.offset, scale=recipe.scale or DEFAULTS.scale
             )
             for data in (scene.read(tile) for source, tile in picked if source == path):
                 if data.nodata.mean() <= MAX_NODATA_FRACTION:

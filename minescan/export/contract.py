@@ -9,7 +9,7 @@ does not use (raw boxes, multiclass scores, anchor indices); the exporter drops
 them.  The same check runs on the TF signature before conversion and on the
 ONNX graph after it, so a file that leaves the exporter meets the contract.
 It is stricter than the engine's load-time check
-(:mod:`minescan.engine.contract`, which shares the names): it requires the
+(:mod:`minescan.model.contract`, which shares the names): it requires the
 OD API's float32 outputs and reports every problem at once.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Union
 
-from minescan.engine.contract import INPUT_NAME, OUTPUT_NAMES
+from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES
 
 Dim = Union[int, str, None]
 """A dimension: a size, a symbolic name, or None when unknown."""

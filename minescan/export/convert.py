@@ -33,18 +33,20 @@ import onnx
 import onnxruntime
 
 import minescan
-from minescan.engine.metadata import ModelMetadata, write_metadata
+from minescan.export.onnx_metadata import write_metadata
+from minescan.defaults import DEFAULTS
+from minescan.model.metadata import ModelMetadata, Postprocessing, Recipe
 from minescan.export._tensorflow import import_optional
 from minescan.export.contract import INPUT_NAME, OUTPUTS, TensorSpec, check_contract
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
-from minescan.export.atomic import write_atomically
+from minescan.results.atomic import write_atomically
 from minescan.export.errors import ExportError
 from minescan.export.label_map import LABEL_MAP_NAME, find_label_map, read_label_map
 from minescan.export.saved_model import saved_model_graph, ServingSignature, load_serving_signature, saved_model_sha256
 from minescan.export.verify import compare_detections
 
 DEFAULT_OPSET = 17
-DEFAULT_PREPROCESSING: Mapping[str, Any] = {"bands": None, "gain": 2.5, "offset": 0, "scale": 10000}
+DEFAULT_PREPROCESSING: Mapping[str, Any] = {"bands": None, "gain": DEFAULTS.gain, "offset": DEFAULTS.offset, "scale": DEFAULTS.scale}
 BATCH_DIM = "batch"
 _PROBE_SIZE = (128, 128)  # probe tile size when the model takes any size
 _PROTOBUF_LIMIT = 2**31 - 1  # a single ONNX protobuf cannot exceed 2 GiB
@@ -76,8 +78,8 @@ class ExportReport:
                 f"batch {batch}; input size {size}",
                 f"labels {labels}; dropped outputs: {', '.join(self.dropped_outputs) or 'none'}",
             ]
-            + ([f"scans drop parts: boxes >= {self.metadata.postprocessing['drop_parts']:g} inside a larger box of another class"]
-               if self.metadata.postprocessing.get("drop_parts") else [])
+            + ([f"scans drop parts: boxes >= {self.metadata.postprocessing.drop_parts:g} inside a larger box of another class"]
+               if self.metadata.postprocessing.drop_parts else [])
         )
 
 
@@ -114,10 +116,10 @@ def export_onnx(
     metadata = ModelMetadata(
         labels=class_names,
         input_size=(height, width) if isinstance(height, int) and isinstance(width, int) else None,
-        preprocessing=recipe,
+        recipe=Recipe.from_json(recipe),
         source_sha256=saved_model_sha256(saved_model_dir),
         tool_versions=_tool_versions(),
-        postprocessing=after,
+        postprocessing=Postprocessing.from_json(after),
     )
     write_metadata(model, metadata)
     out_path = Path(out_path)
@@ -150,7 +152,7 @@ def _preprocessing(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _postprocessing(settings: Mapping[str, float] | None) -> dict[str, float]:
-    from minescan.tiling.parts import PartsError, check_fraction
+    from minescan.scan.parts import PartsError, check_fraction
 
     unknown = sorted(set(settings or {}) - {"drop_parts"})
     if unknown:
@@ -338,7 +340,7 @@ def _tool_versions() -> dict[str, str]:
 
 
 def _write_atomically(model: onnx.ModelProto, out_path: Path) -> int:
-    """Write ``model`` to ``out_path`` atomically (see :mod:`minescan.export.atomic`); return its size."""
+    """Write ``model`` to ``out_path`` atomically (see :mod:`minescan.results.atomic`); return its size."""
     if model.ByteSize() > _PROTOBUF_LIMIT:
         raise ExportError(f"ONNX model for {out_path} is {model.ByteSize()} bytes, over protobuf's 2 GiB limit")
     return write_atomically(out_path, model.SerializeToString())

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from minescan.engine.labels import parse_label_map
+from minescan.model.labels import parse_label_map
 from minescan.export.errors import ExportError
 
 __all__ = ["LABEL_MAP_NAME", "find_label_map", "parse_label_map", "read_label_map", "write_label_map"]

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from minescan.engine.metadata import read_metadata, write_metadata
-from minescan.export.atomic import write_atomically
+from minescan.export.onnx_metadata import read_metadata, write_metadata
+from minescan.results.atomic import write_atomically
 from minescan.export.calibration import calibration_tiles
 from minescan.export.detections import open_session, synthetic_tiles
 from minescan.export.errors import ExportError
@@ -160,7 +160,7 @@ def _calibration(model: onnx.ModelProto, directory: str | Path | None, size: tup
     if directory is None:
         tiles = synthetic_tiles(CALIBRATION_TILES, tile_size, seed=1)
         return tiles, f"{len(tiles)} synthetic tiles (no --calibration given; pass scenes for real scales)"
-    tiles = calibration_tiles(directory, tile_size, read_metadata(model).preprocessing, count=CALIBRATION_TILES)
+    tiles = calibration_tiles(directory, tile_size, read_metadata(model).recipe, count=CALIBRATION_TILES)
     return tiles, f"{len(tiles)} tiles from the scenes in {directory}"
 
 

@@ -1,6 +1,6 @@
 """Many scenes in one run: resolve, skip what is done, scan the rest, report.
 
-Each input is resolved (:mod:`minescan.runs.resolve`), checked against the
+Each input is resolved (:mod:`minescan.raster.sources.resolve`), checked against the
 journal (:mod:`minescan.runs.journal`) and, unless an earlier run finished it
 under the same fingerprint, scanned by :func:`minescan.scan.scan_scene`; its
 result ``<product_id>.gpkg`` and quicklook ``<product_id>.png`` land in the
@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Mapping
 
 from minescan.engine import Detector, load_detector
-from minescan.engine.labels import parse_labels
+from minescan.model.labels import parse_labels
 from minescan.errors import MinescanError
 from minescan.runs.fingerprint import file_digest, fingerprint
 from minescan.runs.journal import DONE, Journal, Outcome
 from minescan.runs.outdir import lock_run_folder
 from minescan.runs.progress import RunProgress
-from minescan.runs.quicklook import write_quicklook
+from minescan.results.quicklook import write_quicklook
 from minescan.runs.report import RunSummary, SceneReport, write_summary
-from minescan.runs.resolve import absolute_input, read_manifest, resolve
-from minescan.runs.source import Source, first_line, safe_name
-from minescan.scan import ScanOptions, scan_scene, tile_size
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.output import write_detections
-from minescan.tiling.scene import Scene
+from minescan.raster.sources.resolve import absolute_input, read_manifest, resolve
+from minescan.raster.sources.source import Source, first_line, safe_name
+from minescan.scan.stream import ScanOptions, scan_scene, tile_size
+from minescan.raster.grid import TileGrid
+from minescan.results.writers import write_detections
+from minescan.raster.scene import Scene
 
 SOURCES_FOLDER = "sources"
 
@@ -78,7 +78,7 @@ def scene_options(options: ScanOptions, source: Source, detector: Detector, boa_
     A source's own band layout (a stack minescan built) beats ``--bands``, which is meant
     for rasters whose layout only the user knows; the model's recipe comes last.
     """
-    recipe = detector.metadata.preprocessing.get("bands")
+    recipe = detector.metadata.recipe.bands
     return dataclasses.replace(
         options,
         bands=source.bands or options.bands or (tuple(recipe) if recipe else None),

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from minescan.runs.source import Source
-from minescan.scan import ScanOptions
+from minescan.raster.sources.source import Source
+from minescan.scan.stream import ScanOptions
 
 _SPEED_ONLY = ("batch", "read_threads")
 

@@ -4,7 +4,7 @@ A run holds an exclusive lock on its folder for as long as it lives; the
 operating system drops the lock when the process dies, even by ``kill -9``,
 so a crashed run never blocks the next one.  Every file a run writes goes
 to a hidden temporary name beside its destination and is renamed into place
-(as :func:`minescan.tiling.output.write_detections` does), so a reader sees
+(as :func:`minescan.results.writers.write_detections` does), so a reader sees
 the old file or the new one, never half of one.  Temporaries left by a
 killed run are removed when the next run takes the lock.
 """

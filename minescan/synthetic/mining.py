@@ -38,8 +38,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from minescan.synthetic.scene import BANDS, Truth, _upsample
-from minescan.tiling.output import write_detections
-from minescan.tiling.stitch import SceneDetections
+from minescan.results.writers import write_detections
+from minescan.scan.stitch import SceneDetections
 
 MINING_LABELS = {1: "illegal_mining", 2: "legal_mining"}
 DISTRACTOR_KINDS = ("bare_field", "quarry", "urban")

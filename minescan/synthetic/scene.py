@@ -4,7 +4,7 @@ A scene is a 4-band uint16 L2A-like GeoTIFF (B02, B03, B04, B08 with those
 band descriptions, DN = reflectance x 10000, nodata 0) over a textured
 background of field patches, smooth variation and pixel noise, in a UTM CRS
 at 10 m.  Bright rectangles are placed at known positions: reddish ones are
-class 1, bluish ones class 2 (what :mod:`minescan.synthetic.square_detector`
+class 1, bluish ones class 2 (what :mod:`testkit.square_detector`
 finds).  Some are deliberately placed across the borders and corners of the
 tile grid the scan will use, some hard against the nodata area, which cuts
 a diagonal swath edge into the scene's left side as real granules have.
@@ -23,7 +23,7 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from minescan.tiling.grid import axis_starts
+from minescan.raster.grid import axis_starts
 
 BANDS = ("B02", "B03", "B04", "B08")
 # Reflectance (B02, B03, B04, B08) of the two object classes; max red/blue

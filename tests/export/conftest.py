@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up cha
 @pytest.fixture(scope="session")
 def saved_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny fixture SavedModel, with label_map.pbtxt beside it."""
-    from minescan.export.fixture_model import build_fixture_model
+    from testkit.fixture_model import build_fixture_model
 
     return build_fixture_model(tmp_path_factory.mktemp("fixture"), backbone="tiny", seed=0)
 

@@ -9,7 +9,8 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="export tests need the export extra (tensorflow-cpu)")
 pytest.importorskip("tf2onnx", reason="export tests need the export extra (tf2onnx)")
 
-from minescan.engine.metadata import read_metadata  # noqa: E402
+from minescan.export.onnx_metadata import read_metadata  # noqa: E402
+from minescan.model.metadata import Recipe  # noqa: E402
 from minescan.export import DEFAULT_PREPROCESSING, ExportError, export_onnx  # noqa: E402
 from minescan.export.saved_model import saved_model_sha256  # noqa: E402
 
@@ -50,7 +51,7 @@ def test_metadata_round_trips(exported, saved_model_dir):
     meta = read_metadata(onnx.load(str(exported.onnx_path)))
     assert meta.labels == {1: "illegal_mining", 2: "legal_mining"}
     assert meta.input_size is None  # the fixture takes any H and W
-    assert meta.preprocessing == {"bands": None, "gain": 2.5, "offset": 0, "scale": 10000}
+    assert meta.recipe == Recipe(bands=None, gain=2.5, offset=0, scale=10000)
     assert meta.source_sha256 == saved_model_sha256(saved_model_dir)
     assert len(meta.source_sha256) == 64
     assert set(meta.tool_versions) == {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "minescan"}
@@ -76,7 +77,7 @@ def test_explicit_labels_and_preprocessing_override(saved_model_dir, tmp_path):
     report = export_onnx(saved_model_dir, out, labels={1: "pit", 2: "heap"}, preprocessing={"bands": [4, 3, 2]})
     meta = read_metadata(onnx.load(str(out)))
     assert meta.labels == {1: "pit", 2: "heap"}
-    assert meta.preprocessing == {**DEFAULT_PREPROCESSING, "bands": [4, 3, 2]}
+    assert meta.recipe == Recipe.from_json({**DEFAULT_PREPROCESSING, "bands": [4, 3, 2]}) and meta.recipe.bands == (4, 3, 2)
     assert report.metadata == meta
 
 

@@ -7,6 +7,7 @@ pytest.importorskip("tf2onnx", reason="the export extra (tf2onnx) is not install
 
 from minescan.cli import main  # noqa: E402
 from minescan.engine import load_detector  # noqa: E402
+from minescan.model.metadata import Postprocessing  # noqa: E402
 from minescan.synthetic.scene import SceneSpec, write_scene  # noqa: E402
 
 
@@ -17,7 +18,7 @@ def test_export_verify_then_scan_with_the_recipe_from_metadata(saved_model_dir, 
     assert "parity PASS" in out and "max box diff" in out
     detector = load_detector(model)
     assert detector.metadata.labels == {1: "illegal_mining", 2: "legal_mining"}
-    assert detector.metadata.preprocessing["bands"] == [3, 2, 1] and detector.metadata.preprocessing["gain"] == 3
+    assert detector.metadata.recipe.bands == (3, 2, 1) and detector.metadata.recipe.gain == 3
 
     scene = tmp_path / "scene.tif"
     write_scene(scene, SceneSpec(width=700, height=600, objects=5, seed=2))
@@ -37,7 +38,7 @@ def test_export_records_drop_parts_for_scans_and_refuses_a_bad_share(saved_model
     model = tmp_path / "model.onnx"
     assert main(["export", str(saved_model_dir), "--out", str(model), "--drop-parts", "0.7"]) == 0
     assert "scans drop parts: boxes >= 0.7 inside a larger box of another class" in capsys.readouterr().out
-    assert load_detector(model).metadata.postprocessing == {"drop_parts": 0.7}
+    assert load_detector(model).metadata.postprocessing == Postprocessing(drop_parts=0.7)
     bad = tmp_path / "bad.onnx"
     assert main(["export", str(saved_model_dir), "--out", str(bad), "--drop-parts", "1.5"]) == 1
     assert "--drop-parts: the part containment fraction must be in [0, 1] (0 = off), got 1.5" in capsys.readouterr().err

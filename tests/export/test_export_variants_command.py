@@ -9,7 +9,7 @@ pytest.importorskip("tf2onnx", reason="the export extra (tf2onnx) is not install
 pytest.importorskip("onnx_graphsurgeon", reason="the export extra (onnx-graphsurgeon) is not installed")
 
 from minescan.cli import main  # noqa: E402
-from minescan.engine.metadata import read_metadata  # noqa: E402
+from minescan.export.onnx_metadata import read_metadata  # noqa: E402
 from minescan.export.tensorrt_ops import tensorrt_problems  # noqa: E402
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from minescan.engine.labels import LabelsError
+from minescan.model.labels import LabelsError
 from minescan.errors import MinescanError
 from minescan.export.errors import ExportError
 from minescan.export.label_map import find_label_map, parse_label_map, read_label_map, write_label_map

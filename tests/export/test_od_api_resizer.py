@@ -20,7 +20,7 @@ from minescan.export.verify import verify_export  # noqa: E402
 
 @pytest.fixture(scope="module")
 def resizer_model(tmp_path_factory):
-    from minescan.export.fixture_model import build_fixture_model
+    from testkit.fixture_model import build_fixture_model
 
     saved_model = build_fixture_model(tmp_path_factory.mktemp("od_api"), backbone="tiny", resizer="od_api", resize_size=256)
     report = export_onnx(saved_model, tmp_path_factory.mktemp("od_api_onnx") / "model.onnx")

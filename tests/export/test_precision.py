@@ -16,9 +16,9 @@ from minescan.export.quantize import quantize_int8  # noqa: E402
 from minescan.export.tensorrt import rewrite_for_tensorrt  # noqa: E402
 from minescan.export.tensorrt_ops import tensorrt_problems  # noqa: E402
 from minescan.synthetic.scene import SceneSpec, write_scene  # noqa: E402
-from minescan.tiling.grid import TileGrid  # noqa: E402
-from minescan.tiling.radiometry import reflectance_gain  # noqa: E402
-from minescan.tiling.scene import Scene  # noqa: E402
+from minescan.raster.grid import TileGrid  # noqa: E402
+from minescan.raster.radiometry import reflectance_gain  # noqa: E402
+from minescan.raster.scene import Scene  # noqa: E402
 
 FP32_OPS = {"NonMaxSuppression", "Softmax", "Sigmoid", "Exp", "RoiAlign", "Pad"}  # NMS, scores, box decoding, crops, outputs
 RECIPE = {"bands": [3, 2, 1], "gain": 2.5, "offset": 0, "scale": 10000}

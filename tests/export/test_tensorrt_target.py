@@ -7,7 +7,7 @@ pytest.importorskip("tensorflow", reason="export tests need the export extra (te
 pytest.importorskip("tf2onnx", reason="export tests need the export extra (tf2onnx)")
 pytest.importorskip("onnx_graphsurgeon", reason="export tests need the export extra (onnx-graphsurgeon)")
 
-from minescan.engine.metadata import read_metadata  # noqa: E402
+from minescan.export.onnx_metadata import read_metadata  # noqa: E402
 from minescan.export import compare_detections, run_onnx, run_saved_model, synthetic_tiles  # noqa: E402
 from minescan.export.errors import ExportError  # noqa: E402
 from minescan.export.tensorrt import rewrite_for_tensorrt  # noqa: E402

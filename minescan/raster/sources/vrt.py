@@ -21,7 +21,7 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 
 from minescan.runs.outdir import write_atomic
-from minescan.runs.source import SourceError, first_line
+from minescan.raster.sources.source import SourceError, first_line
 
 _GDAL_TYPES = {
     "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",

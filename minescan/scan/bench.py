@@ -33,13 +33,13 @@ import rasterio
 
 from minescan.engine import Detector
 from minescan.engine.onnxruntime_backend import available_cores
-from minescan.pipeline import StageClock, ordered_map
-from minescan.scan import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, stitch_settings, tile_size
-from minescan.tiling.grid import TileGrid
-from minescan.tiling.output import write_detections
-from minescan.tiling.scene import Scene
-from minescan.tiling.stitch import Stitcher
-from minescan.tiling.strips import RowEnd, StripReader
+from minescan.scan.pipeline import StageClock, ordered_map
+from minescan.scan.stream import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, stitch_settings, tile_size
+from minescan.raster.grid import TileGrid
+from minescan.results.writers import write_detections
+from minescan.raster.scene import Scene
+from minescan.scan.stitch import Stitcher
+from minescan.raster.strips import RowEnd, StripReader
 
 STAGES = ("read", "radiometry", "inference", "stitch", "write")
 

@@ -24,7 +24,7 @@ each either starts a new object or joins the object it matches:
 
 Exactness: when the overlap is at least the object's size (plus the edge
 tolerance), some tile holds the object whole and away from its interior
-edges (see :mod:`minescan.tiling.grid`); that whole box is kept, and every
+edges (see :mod:`minescan.raster.grid`); that whole box is kept, and every
 other copy matches it inside the shared window, so the object is reported
 exactly once, as the whole box.  Boxes of one class from the same tile
 never suppress each other: the model has already decided between them.
@@ -40,7 +40,7 @@ recall 0.98-1.00 at both.  A detector's own NMS usually suppresses at 0.4-0.6,
 and SAHI matches at intersection-over-smaller 0.5 (IoU 0.33 for equal boxes).
 
 Once every object is settled, ``drop_parts`` (if set) drops boxes that are a
-part of a larger object of another class (:mod:`minescan.tiling.parts`).
+part of a larger object of another class (:mod:`minescan.scan.parts`).
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
-from minescan.engine.detections import TileDetections
-from minescan.tiling.grid import Tile
-from minescan.tiling.parts import part_mask
+from minescan.model.detections import TileDetections
+from minescan.raster.grid import Tile
+from minescan.scan.parts import part_mask
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class StitchSettings:
     containment: float = 0.8
     edge_tolerance: float = 2.0
     class_agnostic: bool = False
-    # Drop boxes lying this much inside a larger box of another class (minescan.tiling.parts);
+    # Drop boxes lying this much inside a larger box of another class (minescan.scan.parts);
     # 0: off; None: the model's own setting (a scan resolves it, see minescan.scan.stitch_settings).
     drop_parts: float | None = None
 

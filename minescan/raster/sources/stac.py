@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlparse
 
 from rasterio.enums import ColorInterp
 
-from minescan.runs.source import SENTINEL2_NODATA, Source, SourceError, first_line, safe_name
-from minescan.runs.vrt import BandRef, stack_path, write_stack
+from minescan.raster.sources.source import SENTINEL2_NODATA, Source, SourceError, first_line, safe_name
+from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
 
 _WANTED = (
     ("red", ("red", "b04", "b4"), ColorInterp.red),

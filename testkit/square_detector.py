@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from minescan.engine.metadata import ModelMetadata, write_metadata
+from minescan.export.onnx_metadata import write_metadata
+from minescan.model.metadata import ModelMetadata
 
 LABELS = {1: "red_square", 2: "blue_square"}
 

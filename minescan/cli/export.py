@@ -41,8 +41,8 @@ def run_export(args: argparse.Namespace) -> int:
     never lands where a user, or the next step of a script, expects a good one, and a
     good model already at ``--out`` is kept.
     """
-    from minescan.export.atomic import write_atomically
-    from minescan.engine.labels import parse_labels
+    from minescan.results.atomic import write_atomically
+    from minescan.model.labels import parse_labels
     from minescan.export.convert import export_onnx
     from minescan.export.verify import verify_export
 
@@ -101,8 +101,9 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
     import numpy as np
     import onnx
 
-    from minescan.engine.metadata import read_metadata
+    from minescan.export.onnx_metadata import read_metadata
     from minescan.export.calibration import calibration_tiles
+    from minescan.model.metadata import Recipe
     from minescan.export.detections import synthetic_tiles
     from minescan.export.variants import DEFAULT_INPUT_SIZE
 
@@ -110,7 +111,7 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
     size = read_metadata(model).input_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
     tiles = synthetic_tiles(4, size, seed=0)
     if args.calibration:
-        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, _recipe(args), count=VERIFY_SCENE_TILES)])
+        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, Recipe.from_json(_recipe(args)), count=VERIFY_SCENE_TILES)])
     return tiles
 
 

@@ -16,8 +16,8 @@ import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 
-from minescan.runs.source import SENTINEL2_NODATA, Source, SourceError, common_stem, first_line, safe_name
-from minescan.runs.vrt import BandRef, stack_path, write_stack
+from minescan.raster.sources.source import SENTINEL2_NODATA, Source, SourceError, common_stem, first_line, safe_name
+from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt")
 RGB = (("B04", ColorInterp.red), ("B03", ColorInterp.green), ("B02", ColorInterp.blue))

@@ -1,4 +1,4 @@
-"""From what the user typed to :class:`~minescan.runs.source.Source` values.
+"""From what the user typed to :class:`~minescan.raster.sources.source.Source` values.
 
 Inputs come from the command line and from manifest files (one input per
 line; blank lines and ``#`` comments skipped; relative paths are relative to
@@ -20,11 +20,11 @@ from pathlib import Path
 import rasterio
 from rasterio.errors import RasterioError
 
-from minescan.runs.bandfiles import resolve_folder, resolve_list
-from minescan.runs.safe import is_safe, resolve_safe
-from minescan.runs.source import Source, SourceError, first_line, safe_name
-from minescan.runs.stac import gdal_href, resolve_stac
-from minescan.runs.vrt import BandRef, stack_path, write_stack
+from minescan.raster.sources.bandfiles import resolve_folder, resolve_list
+from minescan.raster.sources.safe import is_safe, resolve_safe
+from minescan.raster.sources.source import Source, SourceError, first_line, safe_name
+from minescan.raster.sources.stac import gdal_href, resolve_stac
+from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[str]:

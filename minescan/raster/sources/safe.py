@@ -32,8 +32,8 @@ import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from minescan.runs.source import SENTINEL2_NODATA, Source, SourceError, first_line, safe_name
-from minescan.runs.vrt import BandRef, stack_path, write_stack
+from minescan.raster.sources.source import SENTINEL2_NODATA, Source, SourceError, first_line, safe_name
+from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
 
 MAIN_METADATA = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")
 OFFSET_BASELINE = 4.0

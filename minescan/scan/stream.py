@@ -21,12 +21,12 @@ import rasterio
 
 from minescan.engine import Detector
 from minescan.engine.onnxruntime_backend import available_cores
-from minescan.tiling.grid import Tile, TileGrid, TileGridError
-from minescan.tiling.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
-from minescan.pipeline import StageClock, ordered_map, threaded
-from minescan.tiling.scene import Scene
-from minescan.tiling.strips import RenderedTile, RowEnd, StripReader
-from minescan.tiling.stitch import SceneDetections, StitchSettings, Stitcher
+from minescan.raster.grid import Tile, TileGrid, TileGridError
+from minescan.raster.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
+from minescan.scan.pipeline import StageClock, ordered_map, threaded
+from minescan.raster.scene import Scene
+from minescan.raster.strips import RenderedTile, RowEnd, StripReader
+from minescan.scan.stitch import SceneDetections, StitchSettings, Stitcher
 
 DEFAULT_TILE = 640
 DEFAULT_OVERLAP = 128
@@ -97,10 +97,10 @@ def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) ->
     if options.stretch:
         sample = scene.overview()
         return percentile_stretch(sample.data, ~sample.nodata, *options.stretch)
-    recipe = detector.metadata.preprocessing
-    gain = options.gain if options.gain is not None else float(recipe.get("gain", 2.5))
-    offset = options.offset if options.offset is not None else float(recipe.get("offset", 0.0))
-    scale = float(recipe.get("scale", 10000.0))
+    recipe = detector.metadata.recipe
+    gain = options.gain if options.gain is not None else (recipe.gain or 2.5)
+    offset = options.offset if options.offset is not None else (recipe.offset or 0.0)
+    scale = recipe.scale or 10000.0
     return reflectance_gain(len(scene.bands), gain=gain, offset=offset, scale=scale)
 
 
@@ -109,7 +109,7 @@ def stitch_settings(options: ScanOptions, detector: Detector) -> StitchSettings:
     if options.stitch.drop_parts is not None:
         return options.stitch
     # parse_metadata has already checked the recorded share is in [0, 1].
-    return dataclasses.replace(options.stitch, drop_parts=float(detector.metadata.postprocessing.get("drop_parts", 0.0)))
+    return dataclasses.replace(options.stitch, drop_parts=detector.metadata.postprocessing.drop_parts or 0.0)
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,7 @@ def scan_scene(
     options = options or ScanOptions()
     clock = clock or StageClock()
     start = time.perf_counter()
-    recipe_bands = detector.metadata.preprocessing.get("bands")
-    bands = options.bands or (tuple(recipe_bands) if recipe_bands else None)
+    bands = options.bands or detector.metadata.recipe.bands
     with Scene(path, bands=bands, nodata=options.nodata) as scene:
         grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
         radiometry = choose_radiometry(scene, options, detector)

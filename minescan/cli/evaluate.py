@@ -1,8 +1,8 @@
 """``minescan evaluate DETECTIONS TRUTH``: precision, recall and AP per class of any result file.
 
-Both files are read with :mod:`minescan.result_files` (``class_id`` and, for
+Both files are read with :mod:`minescan.results.read` (``class_id`` and, for
 the detections, ``score``; any CRS), compared in a common projected CRS, and
-scored by :func:`minescan.evaluation.evaluate`: a table per class and the mAP.
+scored by :func:`minescan.results.evaluation.evaluate`: a table per class and the mAP.
 The detections need not come from minescan; for the full precision-recall
 curve behind AP, scan with a low ``--score-threshold`` (e.g. 0.05), since AP
 only sees the detections in the file.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from minescan.evaluation import evaluate
-from minescan.result_files import common_crs, read_result_file
+from minescan.results.evaluation import evaluate
+from minescan.results.read import common_crs, read_result_file
 
 
 def _fraction(*, zero: bool):

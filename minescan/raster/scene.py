@@ -24,7 +24,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from minescan.errors import MinescanError
-from minescan.tiling.grid import Tile
+from minescan.raster.grid import Tile
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
 _DESCRIPTION_BANDS = {"red": r"B0?4", "green": r"B0?3", "blue": r"B0?2"}

@@ -15,10 +15,10 @@ from typing import Sequence
 from minescan import __version__
 from minescan.engine.backends import BACKENDS
 from minescan.errors import MinescanError
-from minescan.evaluate_command import add_parser as add_evaluate_parser
-from minescan.export.build_command import add_build_parser
-from minescan.export.commands import add_parsers as add_export_parsers
-from minescan.runs.arguments import add_run_arguments
+from minescan.cli.evaluate import add_parser as add_evaluate_parser
+from minescan.cli.build import add_build_parser
+from minescan.cli.export import add_parsers as add_export_parsers
+from minescan.cli.runs import add_run_arguments
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -159,9 +159,9 @@ def _read_threads(args: argparse.Namespace) -> dict:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from minescan.bench import bench_setting, format_table, write_json
+    from minescan.scan.bench import bench_setting, format_table, write_json
     from minescan.engine import load_detector
-    from minescan.scan import ScanOptions
+    from minescan.scan.stream import ScanOptions
 
     options = ScanOptions(
         bands=args.bands, tile=args.tile, overlap=args.overlap, gain=args.gain, offset=args.offset,
@@ -192,8 +192,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace):
-    from minescan.scan import ScanOptions
-    from minescan.tiling.stitch import StitchSettings
+    from minescan.scan.stream import ScanOptions
+    from minescan.scan.stitch import StitchSettings
 
     return ScanOptions(
         bands=args.bands,
@@ -222,9 +222,9 @@ def run_scan(args: argparse.Namespace) -> int:
     if not args.out:
         raise UsageError("one scene needs --out FILE (or --out-dir DIR for a resumable run)")
     from minescan.engine import load_detector
-    from minescan.engine.labels import parse_labels
-    from minescan.scan import scan_scene
-    from minescan.tiling.output import check_writable, write_detections
+    from minescan.model.labels import parse_labels
+    from minescan.scan.stream import scan_scene
+    from minescan.results.writers import check_writable, write_detections
 
     check_writable(args.out)
     detector = load_detector(args.model, backend=args.backend, threads=args.threads, workers=args.workers, max_batch=args.batch)

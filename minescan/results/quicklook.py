@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from minescan.runs.outdir import write_atomic
-from minescan.runs.png import encode_png
-from minescan.tiling.radiometry import percentile_stretch
-from minescan.tiling.scene import Scene
-from minescan.tiling.stitch import SceneDetections
+from minescan.results.png import encode_png
+from minescan.raster.radiometry import percentile_stretch
+from minescan.raster.scene import Scene
+from minescan.scan.stitch import SceneDetections
 
 # Class 1, 2, ...: yellow, cyan, magenta, orange, lime; repeats beyond.
 _COLOURS = np.array([(255, 230, 0), (0, 230, 255), (255, 0, 200), (255, 128, 0), (128, 255, 0)], np.uint8)

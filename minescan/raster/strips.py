@@ -9,7 +9,7 @@ no later tile needs them, and tiles are cut from memory.  Each strip is
 split into block-aligned pieces read by a few threads, each with its own
 dataset handle: rasterio releases the GIL while GDAL decodes.
 
-Given a :class:`~minescan.tiling.radiometry.Radiometry`, the reader threads
+Given a :class:`~minescan.raster.radiometry.Radiometry`, the reader threads
 also render each decoded piece to the model's uint8 RGB right away, so every
 pixel is rendered once (tiles overlap: rendering tile by tile renders 1.56
 times the scene at 640/128 px) and on all reader threads, and the reader
@@ -35,10 +35,10 @@ from typing import Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from minescan.pipeline import StageClock
-from minescan.tiling.grid import Tile, TileGrid
-from minescan.tiling.radiometry import Radiometry
-from minescan.tiling.scene import Scene, TileData
+from minescan.scan.pipeline import StageClock
+from minescan.raster.grid import Tile, TileGrid
+from minescan.raster.radiometry import Radiometry
+from minescan.raster.scene import Scene, TileData
 
 
 def pieces(rows: tuple[int, int], width: int, block: tuple[int, int], parts: int) -> tuple[list[Window], bool]:

@@ -23,8 +23,8 @@ import shapely
 from pyproj import CRS
 
 from minescan.errors import MinescanError
-from minescan.tiling.georef import box_polygons, to_wgs84
-from minescan.tiling.stitch import SceneDetections
+from minescan.results.georef import box_polygons, to_wgs84
+from minescan.scan.stitch import SceneDetections
 
 DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
 

@@ -1,0 +1,1 @@
+"""Test and benchmark fixtures, not installed with minescan."""
