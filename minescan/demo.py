@@ -11,18 +11,15 @@ truth, and the throughput.  It needs no TensorFlow.
 
 from __future__ import annotations
 
-import argparse
 import secrets
 from importlib import resources
 from pathlib import Path
 
-from minescan.engine import load_detector
 from minescan.errors import MinescanError
 from minescan.results.evaluation import evaluate
 from minescan.results.quicklook import write_quicklook
-from minescan.scan.stream import ScanOptions, scan_scene
+from minescan.scan.scanner import Scanner
 from minescan.synthetic.mining import MiningSpec, write_mining_scene, write_truth
-from minescan.results.writers import write_detections
 
 MODELS = {"fp32": "demo_detector.onnx", "int8": "demo_detector_int8.onnx"}
 
@@ -39,21 +36,12 @@ def shipped_model(precision: str = "fp32") -> Path:
     return path
 
 
-def _size(value: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise DemoError(f"--size must look like 4096x4096, got {value!r}") from None
-    if width < 128 or height < 128:
-        raise DemoError(f"--size {value} is too small (at least 128x128)")
-    return width, height
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Generate, scan, write and score; print where everything is."""
-    width, height = _size(args.size)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    out = Path(args.out_dir)
+def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, int] = (4096, 4096),
+             precision: str = "fp32") -> list[Path]:
+    """Generate, scan, write and score; print where everything is; return the files written."""
+    width, height = size
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene_path = out / "scene.tif"
     print(f"generating a {width} x {height} px Sentinel-2-like L2A scene (seed {seed}) -> {scene_path}")
@@ -61,25 +49,22 @@ def run_demo(args: argparse.Namespace) -> int:
     truth = layout.truth()
     print(f"placed {int((truth.classes == 1).sum())} illegal and {int((truth.classes == 2).sum())} legal mining sites "
           f"and {len(layout.distractors())} look-alikes")
-    model = shipped_model(args.precision)
-    detector = load_detector(model)
-    result = scan_scene(scene_path, detector, ScanOptions())
-    labels = dict(detector.metadata.labels)
-    written = [
-        write_detections(out / name, result.detections, transform=result.transform, crs=result.crs, labels=labels, scene=result.scene)
-        for name in ("detections.geojson", "detections.gpkg")
-    ]
+    model = shipped_model(precision)
+    scanner = Scanner(model)
+    result = scanner.scan(scene_path)
+    written = [result.write(out / name) for name in ("detections.geojson", "detections.gpkg")]
     written.append(write_truth(out / "truth.geojson", layout, scene=result.scene))
-    bands = tuple(detector.metadata.recipe.bands or (3, 2, 1))
-    written.append(write_quicklook(out / "quicklook.png", scene_path, result.detections, bands=bands, nodata=None, max_size=1024))
+    plan = result.plan
+    written.append(write_quicklook(out / "quicklook.png", scene_path, result.detections, bands=plan.bands, nodata=plan.nodata,
+                                   max_size=1024))
     d = result.detections
-    scores = evaluate(d.boxes, d.scores, d.classes, truth.boxes, truth.classes, labels=labels)
+    scores = evaluate(d.boxes, d.scores, d.classes, truth.boxes, truth.classes, labels=result.labels)
     km2 = width * height * 1e-4  # 10 m pixels
     print(
-        f"scanned {result.tiles} tiles with {model.name} ({detector.backend}) in {result.seconds:.1f} s: "
+        f"scanned {result.tiles} tiles with {model.name} ({scanner.backend}) in {result.seconds:.1f} s: "
         f"{result.tiles_per_second:.1f} tiles/s, {km2 / result.seconds:.0f} km2/s"
     )
     print(scores.format())
     for path in written:
         print(f"wrote {path}")
-    return 0
+    return written

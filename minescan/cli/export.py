@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from minescan.cli.options import recipe_options
 from minescan.export.convert import DEFAULT_OPSET, DEFAULT_PREPROCESSING
 from minescan.export.errors import ExportError
 from minescan.export.variants import PRECISIONS, TARGETS, check_options
@@ -30,6 +31,8 @@ def _recipe(args: argparse.Namespace) -> dict:
         recipe["gain"] = args.gain
     if args.offset is not None:
         recipe["offset"] = args.offset
+    if args.scale is not None:
+        recipe["scale"] = args.scale
     return recipe
 
 
@@ -120,11 +123,11 @@ def _check(report: ParityReport | PrecisionReport, problem: str, path: str | Pat
         raise ExportError(f"--verify: {problem} for {path}; nothing written")
 
 
-def add_parsers(sub: argparse._SubParsersAction, scan_options: argparse.ArgumentParser) -> None:
-    """Add ``export`` to the command line; ``scan_options`` is a parent parser holding --bands/--gain/--offset."""
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``export`` to the command line."""
     export = sub.add_parser(
         "export",
-        parents=[scan_options],
+        parents=[recipe_options()],
         help="convert a TF Object Detection API SavedModel to ONNX (needs the 'export' extra)",
         description="Convert a SavedModel (serving_default) to ONNX in the model contract, "
         "with labels and the preprocessing recipe (--bands, --gain, --offset) in its metadata; "

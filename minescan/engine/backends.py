@@ -9,7 +9,8 @@ Two kinds of model file, four backends:
   (TensorrtExecutionProvider, which builds its engine when the session starts,
   minutes for a Faster R-CNN).  The GPU providers come with the
   ``onnxruntime-gpu`` package.  ``auto`` takes CUDA when ONNX Runtime offers
-  it and otherwise the CPU, and says so in a notice; it never picks the
+  it and otherwise the CPU (quietly: without a GPU package there is nothing
+  to say); it never picks the
   TensorRT provider, whose start-up build is a cost to opt into (or to pay
   once with ``minescan build``).
 
@@ -76,12 +77,8 @@ def plan_backend(path: str | Path, requested: str, available: Sequence[str]) -> 
     if requested == "auto":
         if CUDA in available:
             return BackendPlan(requested, engine=False, providers=_PROVIDERS["cuda"])
-        return BackendPlan(
-            requested,
-            engine=False,
-            providers=_PROVIDERS["cpu"],
-            notice=f"backend auto: ONNX Runtime has no GPU provider here ({_GPU_PACKAGE} for CUDA); running on the CPU",
-        )
+        # No GPU package installed: the CPU is what the user has, and the default needs no notice.
+        return BackendPlan(requested, engine=False, providers=_PROVIDERS["cpu"])
     wanted = _PROVIDERS[requested][0]
     if wanted not in available:
         raise BackendError(

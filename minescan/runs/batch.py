@@ -1,8 +1,9 @@
 """Many scenes in one run: resolve, skip what is done, scan the rest, report.
 
-Each input is resolved (:mod:`minescan.raster.sources.resolve`), checked against the
-journal (:mod:`minescan.runs.journal`) and, unless an earlier run finished it
-under the same fingerprint, scanned by :func:`minescan.scan.scan_scene`; its
+Each input is resolved (:mod:`minescan.raster.sources.resolve`, as for one
+scene), planned (:meth:`minescan.Scanner.plan`), checked against the journal
+(:mod:`minescan.runs.journal`) and, unless an earlier run finished it under
+the same fingerprint, scanned by the same :class:`~minescan.Scanner`; its
 result ``<product_id>.gpkg`` and quicklook ``<product_id>.png`` land in the
 run folder.  A scene that fails (unreadable, corrupt, unwritable) is recorded
 with its reason and the run goes on; faults of the run itself (model, run
@@ -13,7 +14,6 @@ code says how it went: 0 all done, 1 some failed, 130 interrupted.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import signal
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from minescan.engine import Detector, load_detector
-from minescan.model.labels import parse_labels
 from minescan.errors import MinescanError
 from minescan.runs.fingerprint import file_digest, fingerprint
 from minescan.runs.journal import DONE, Journal, Outcome
@@ -33,12 +31,10 @@ from minescan.runs.outdir import lock_run_folder
 from minescan.runs.progress import RunProgress
 from minescan.results.quicklook import write_quicklook
 from minescan.runs.report import RunSummary, SceneReport, write_summary
-from minescan.raster.sources.resolve import absolute_input, read_manifest, resolve
+from minescan.raster.sources.resolve import resolve
 from minescan.raster.sources.source import Source, first_line, safe_name
-from minescan.scan.stream import ScanOptions, scan_scene, tile_size
-from minescan.raster.grid import TileGrid
-from minescan.results.writers import write_detections
-from minescan.raster.scene import Scene
+from minescan.scan.plan import ScanOptions, ScanPlan
+from minescan.scan.scanner import Scanner
 
 SOURCES_FOLDER = "sources"
 
@@ -48,43 +44,29 @@ class RunError(MinescanError):
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """How a run writes its folder: where, in which result format, and the quicklooks' size (0: none)."""
+
+    out_dir: Path
+    result_format: str = "gpkg"
+    quicklook_size: int = 1024
+    verbose: bool = False  # tracebacks of unexpected faults, on stderr
+
+
+@dataclass(frozen=True)
 class RunContext:
     """What every scene of a run shares."""
 
-    detector: Detector
-    labels: Mapping[int, str]
+    scanner: Scanner
     model_digest: str
     options: ScanOptions
-    out_dir: Path
+    settings: RunSettings
     journal: Journal
     progress: RunProgress
-    boa_offset: bool
-    result_format: str
-    quicklook_size: int
-    verbose: bool
 
-
-def gather_inputs(args: argparse.Namespace) -> list[str]:
-    """Scenes from the command line, then from each manifest, once each, in order."""
-    inputs = [absolute_input(text, Path.cwd()) for text in args.scenes]
-    for manifest in args.manifest:
-        inputs += read_manifest(manifest)
-    return list(dict.fromkeys(inputs))
-
-
-def scene_options(options: ScanOptions, source: Source, detector: Detector, boa_offset: bool) -> ScanOptions:
-    """The options for one scene: what the source knows fills what the user left open.
-
-    A source's own band layout (a stack minescan built) beats ``--bands``, which is meant
-    for rasters whose layout only the user knows; the model's recipe comes last.
-    """
-    recipe = detector.metadata.recipe.bands
-    return dataclasses.replace(
-        options,
-        bands=source.bands or options.bands or (tuple(recipe) if recipe else None),
-        offset=options.offset if options.offset is not None else (source.offset if boa_offset else None),
-        nodata=options.nodata if options.nodata is not None else source.nodata,
-    )
+    @property
+    def out_dir(self) -> Path:
+        return self.settings.out_dir
 
 
 def _unique_ids(sources: list[Source | MinescanError], keys: list[str]) -> list[Source | MinescanError]:
@@ -111,28 +93,34 @@ def _classes(detections, labels: Mapping[int, str]) -> dict[str, int]:
     return dict(Counter(labels.get(int(c), str(int(c))) for c in detections.classes))
 
 
-def _scan(ctx: RunContext, source: Source, options: ScanOptions) -> Outcome:
+def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
     """Scan one scene and put its files in place (not yet marked done)."""
-    with Scene(source.dataset, bands=options.bands, nodata=options.nodata) as scene:
-        tiles = len(TileGrid(scene.width, scene.height, tile_size(options, ctx.detector), options.overlap))
-    ctx.progress.scene_started(source.product_id, tiles)
-    result = scan_scene(source.dataset, ctx.detector, options, on_tile=ctx.progress.tiles_done)
+    source = plan.source
+    ctx.progress.scene_started(source.product_id, plan.tiles)
+    done = 0
+
+    def progress(tiles: int, _total: int) -> None:
+        nonlocal done
+        ctx.progress.tiles_done(tiles - done)
+        done = tiles
+
+    result = dataclasses.replace(ctx.scanner.scan(plan, progress=progress), scene=source.product_id)
     quicklook = ctx.out_dir / f"{source.product_id}.png"
-    if ctx.quicklook_size:
-        write_quicklook(quicklook, source.dataset, result.detections, bands=options.bands, nodata=options.nodata,
-                        max_size=ctx.quicklook_size)
+    size = ctx.settings.quicklook_size
+    if size:
+        write_quicklook(quicklook, source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata, max_size=size)
     else:
         quicklook.unlink(missing_ok=True)  # an earlier run's quicklook would show other detections
-    path = write_detections(ctx.out_dir / f"{source.product_id}.{ctx.result_format}", result.detections,
-                            transform=result.transform, crs=result.crs, labels=ctx.labels, scene=source.product_id)
-    return Outcome(str(path), str(quicklook) if ctx.quicklook_size else None, result.tiles, result.skipped, _classes(result.detections, ctx.labels), result.seconds)
+    path = result.write(ctx.out_dir / f"{source.product_id}.{ctx.settings.result_format}")
+    return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped,
+                   _classes(result.detections, result.labels), result.seconds)
 
 
 def _failure(ctx: RunContext, exc: Exception) -> str:
     if isinstance(exc, MinescanError):
         return str(exc)
     # Not a fault in the input but a bug; one scene must still not sink the night's run.
-    if ctx.verbose:
+    if ctx.settings.verbose:
         traceback.print_exc()
     return f"unexpected {type(exc).__name__}: {first_line(exc)}"
 
@@ -143,15 +131,20 @@ def run_scene(ctx: RunContext, key: str, source: Source | MinescanError) -> Scen
         product_id = safe_name(Path(key.split(",")[0]).stem)
         ctx.journal.fail(key, product_id, "", str(source))
         return SceneReport(key, product_id, "failed", attempts=1, error=str(source))
-    options = scene_options(ctx.options, source, ctx.detector, ctx.boa_offset)
-    stamp = fingerprint(ctx.model_digest, options, source, ctx.labels, ctx.result_format)
+    try:
+        plan = ctx.scanner.plan(source, **ctx.options.__dict__)
+    except Exception as exc:  # a scene that cannot be planned (unreadable, bands out of range) fails on its own
+        reason = _failure(ctx, exc)
+        ctx.journal.fail(key, source.product_id, "", reason)
+        return SceneReport(key, source.product_id, "failed", attempts=1, error=reason)
+    stamp = fingerprint(ctx.model_digest, plan, ctx.settings.result_format)
     entry = ctx.journal.get(key)
     if entry and entry.state == DONE and entry.fingerprint == stamp and entry.outcome and Path(entry.outcome.result).is_file():
         return SceneReport(key, source.product_id, "done", resumed=True, attempts=entry.attempts, outcome=entry.outcome)
     ctx.journal.start(key, source.product_id, stamp)
     attempts = (entry.attempts if entry else 0) + 1
     try:
-        outcome = _scan(ctx, source, options)
+        outcome = _scan(ctx, plan)
     except Exception as exc:  # KeyboardInterrupt is not an Exception: it stops the run, the row stays 'running'
         reason = _failure(ctx, exc)
         ctx.journal.fail(key, source.product_id, stamp, reason)
@@ -198,28 +191,24 @@ def _run(ctx: RunContext, keys: list[str]) -> tuple[list[SceneReport], bool]:
     return reports + pending, interrupted
 
 
-def run_many(args: argparse.Namespace, options: ScanOptions) -> int:
-    """``minescan scan`` over many scenes into ``--out-dir``; the exit code (see the module docstring)."""
-    keys = gather_inputs(args)
+def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> int:
+    """Scan ``keys`` (inputs as :func:`~minescan.raster.sources.resolve.absolute_input` spells them) into a run folder.
+
+    Returns the exit code (see the module docstring); raises KeyboardInterrupt
+    after writing the summary when the run was interrupted.
+    """
     if not keys:
-        raise RunError("no scenes given: pass scene paths, .SAFE products, STAC items or --manifest FILE")
-    if getattr(args, "out", None):
-        raise RunError(f"--out {args.out} names one result file; for several scenes or --manifest use --out-dir")
-    if not args.out_dir:
-        raise RunError("several scenes or --manifest need --out-dir DIR (a folder for one result per scene and the run journal)")
-    detector = load_detector(args.model, backend=args.backend, threads=args.threads, workers=args.workers, max_batch=args.batch)
-    if detector.notice:
-        print(f"note: {detector.notice}", flush=True)
-    labels = parse_labels(args.labels) if args.labels else dict(detector.metadata.labels)
-    out_dir = Path(args.out_dir)
+        raise RunError("no scenes given")
+    if scanner.model_path is None:
+        raise RunError("a run needs the model as a file (its hash is part of each scene's fingerprint)")
+    out_dir = settings.out_dir
     lock = lock_run_folder(out_dir)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Journal(out_dir) as journal:
-            ctx = RunContext(detector, labels, file_digest(args.model), options, out_dir, journal, RunProgress(len(keys)),
-                             args.boa_offset, args.format, args.quicklook_size, args.verbose)
+            ctx = RunContext(scanner, file_digest(scanner.model_path), options, settings, journal, RunProgress(len(keys)))
             reports, interrupted = _run(ctx, keys)
-        summary = RunSummary(tuple(reports), str(args.model), str(out_dir), interrupted)
+        summary = RunSummary(tuple(reports), str(scanner.model_path), str(out_dir), interrupted)
         _, markdown = write_summary(out_dir, summary)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,8 +1,9 @@
 """What a scene's result depends on, reduced to one hash.
 
-The model file's content hash, the effective scan settings for that scene
-(after the product's offset and nodata are applied), the class labels, the
-result format and the resolved input.  A journal entry made under another
+The model file's content hash, the scene's resolved plan (bands, nodata,
+rendering, tiling, threshold, stitching and labels, after the product's
+offset and nodata and the model's recipe are applied), the result format and
+the resolved input.  A journal entry made under another
 fingerprint is stale: the scene is scanned again.  Settings that change
 speed but never results (batch size, reader threads) are left out, so tuning them
 does not redo a night's work.
@@ -15,12 +16,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Mapping
 
-from minescan.raster.sources.source import Source
-from minescan.scan.stream import ScanOptions
-
-_SPEED_ONLY = ("batch", "read_threads")
+from minescan.scan.plan import ScanPlan
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -32,14 +29,12 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(model_digest: str, options: ScanOptions, source: Source, labels: Mapping[int, str], result_format: str) -> str:
+def fingerprint(model_digest: str, plan: ScanPlan, result_format: str) -> str:
     """The hash of everything the scene's result depends on (see the module docstring)."""
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in _SPEED_ONLY}
     described = {
         "model": model_digest,
-        "options": settings,
-        "source": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(source).items()},
-        "labels": {str(k): v for k, v in sorted(labels.items())},
+        "settings": plan.result_settings(),
+        "source": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(plan.source).items()},
         "format": result_format,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()

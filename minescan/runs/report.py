@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minescan.runs.journal import Outcome
-from minescan.runs.outdir import write_atomic
+from minescan.results.atomic import write_atomically
 
 SUMMARY_JSON = "run_summary.json"
 SUMMARY_MARKDOWN = "run_summary.md"
@@ -113,5 +113,7 @@ def to_markdown(summary: RunSummary) -> str:
 
 def write_summary(folder: Path, summary: RunSummary) -> tuple[Path, Path]:
     """Write ``run_summary.json`` and ``run_summary.md`` into ``folder``."""
-    as_json = write_atomic(folder / SUMMARY_JSON, (json.dumps(summary.to_json(), indent=2) + "\n").encode())
-    return as_json, write_atomic(folder / SUMMARY_MARKDOWN, to_markdown(summary).encode())
+    as_json, as_markdown = folder / SUMMARY_JSON, folder / SUMMARY_MARKDOWN
+    write_atomically(as_json, (json.dumps(summary.to_json(), indent=2) + "\n").encode())
+    write_atomically(as_markdown, to_markdown(summary).encode())
+    return as_json, as_markdown

@@ -20,26 +20,28 @@ alone: 1.0 means every other stage hid completely behind the slowest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterator
 
 import numpy as np
 import rasterio
 
-from minescan.engine import Detector
-from minescan.engine.onnxruntime_backend import available_cores
-from minescan.scan.pipeline import StageClock, ordered_map
-from minescan.scan.stream import ScanOptions, choose_radiometry, gdal_cache_bytes, scan_scene, stitch_settings, tile_size
-from minescan.raster.grid import TileGrid
-from minescan.results.writers import write_detections
+from minescan.defaults import available_cores
+from minescan.engine.detector import Detector
 from minescan.raster.scene import Scene
+from minescan.raster.strips import RenderedTile, RowEnd, StripReader
+from minescan.scan.pipeline import StageClock, ordered_map
+from minescan.scan.plan import ScanOptions, ScanPlan
+from minescan.scan.scanner import Scanner
+from minescan.results.atomic import write_atomically
 from minescan.scan.stitch import Stitcher
-from minescan.raster.strips import RowEnd, StripReader
+from minescan.scan.stream import consume, gdal_cache_bytes, infer, make_batches, timed_reads
 
 STAGES = ("read", "radiometry", "inference", "stitch", "write")
 
@@ -138,25 +140,35 @@ class _Tiles:
     rgb: np.ndarray
     order: list = field(default_factory=list)  # Tile | RowEnd
 
+    def items(self) -> Iterator[RenderedTile | RowEnd]:
+        """The reader's items again, tiles out of the memory map (recently written: from the page cache)."""
+        index = 0
+        for item in self.order:
+            if isinstance(item, RowEnd):
+                yield item
+                continue
+            yield RenderedTile(item, self.rgb[index], _HAS_DATA)
+            index += 1
 
-def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, workdir: str) -> tuple[_Tiles, StageClock]:
+
+_HAS_DATA = np.zeros((1, 1), bool)  # a nodata mask with no nodata, for tiles already known to hold data
+
+
+def _read_only(plan: ScanPlan, scene: Scene, workdir: str) -> tuple[_Tiles, StageClock]:
     """Pass 1: the reader alone (timed), then a second read that renders (rendering timed).
 
     Two reads, because the strip reader decodes ahead in its own threads, and renders
     there too when asked: one pass could not tell reading from rendering.
     """
     clock = StageClock()
+    grid = plan.grid
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
-        items = iter(StripReader(scene, grid, options.read_threads))
-        while True:
-            with clock.time("read"):
-                item = next(items, None)
-            if item is None:
-                break
+        for _ in timed_reads(StripReader(scene, grid, plan.read_threads), clock):
+            pass
         rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (len(grid), grid.size, grid.size, 3))
         tiles = _Tiles(rgb)
         n = 0
-        for item in StripReader(scene, grid, options.read_threads, radiometry=radiometry, clock=clock):
+        for item in StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock):
             if isinstance(item, RowEnd):
                 tiles.order.append(item)
                 continue
@@ -169,55 +181,33 @@ def _read_only(scene: Scene, grid: TileGrid, options: ScanOptions, radiometry, w
     return tiles, clock
 
 
-def _batched(tiles: _Tiles, batch: int) -> Iterable[tuple[list, np.ndarray, list[RowEnd]]]:
-    chunk, rows, index = [], [], 0
-    for item in tiles.order:
-        if isinstance(item, RowEnd):
-            rows.append(item)
-            continue
-        chunk.append(item)
-        if len(chunk) == batch:
-            yield chunk, tiles.rgb[index : index + batch], rows
-            index += batch
-            chunk, rows = [], []
-    yield chunk, tiles.rgb[index : index + len(chunk)], rows
+def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], batch: int, options: ScanOptions) -> BenchResult:
+    """Measure one setting; ``make_scanner()`` loads the model with this setting's threads and workers.
 
-
-def bench_setting(
-    scene_path: str | Path,
-    make_detector: Callable[[int], Detector],
-    batch: int,
-    options: ScanOptions,
-) -> BenchResult:
-    """Measure one setting; ``make_detector(batch)`` loads the model with its threads and workers."""
-    detector = make_detector(batch)
-    options = ScanOptions(**{**options.__dict__, "batch": batch})
-    with Scene(scene_path, bands=options.bands, nodata=options.nodata) as scene:
-        grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
-        radiometry = choose_radiometry(scene, options, detector)
-        pixel_km2 = abs(scene.transform.a * scene.transform.e) * 1e-6
-        area_km2 = scene.width * scene.height * pixel_km2
+    Every pass runs the scan stream's own stages (:mod:`minescan.scan.stream`):
+    the reader, the batching and inference stages, the consumer stage, and
+    finally the whole stream as a scan runs it.
+    """
+    scanner = make_scanner()
+    detector = scanner.detector
+    plan = scanner.plan(scene_path, **options.merged(batch=batch).__dict__)
+    with plan.open_scene() as scene:
+        grid = plan.grid
+        area_km2 = scene.width * scene.height * abs(scene.transform.a * scene.transform.e) * 1e-6
         megapixels = scene.width * scene.height / 1e6
         with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir:
-            tiles, read_clock = _read_only(scene, grid, options, radiometry, workdir)
+            tiles, read_clock = _read_only(plan, scene, workdir)
             warm_up(detector, min(batch, max(1, len(tiles.rgb))), grid.size)
-            def model_only(rgb: np.ndarray) -> list:
-                # Out of the memory map (recently written, so from the page cache: ~0.1 ms a tile),
-                # one batch at a time so that memory stays bounded.
-                return detector.detect(np.array(rgb), options.score_threshold) if len(rgb) else []
-
-            # The floor is the wall time of the whole pass (busy times would sum over concurrent calls).
+            # The floor is the wall time of the whole pass (busy times would sum over concurrent calls);
+            # batches are stacked out of the memory map one at a time, so memory stays bounded.
             started = time.perf_counter()
-            batches = (rgb for _, rgb, _ in _batched(tiles, batch))
-            found = list(ordered_map(model_only, batches, workers=detector.concurrency, name="model-only"))
+            found = [
+                (dataclasses.replace(b, rgb=None), d)
+                for b, d in infer(make_batches(tiles.items(), batch), detector, plan.score_threshold, StageClock())
+            ]
             model_wall = time.perf_counter() - started
-            stitch_clock, stitcher = StageClock(), Stitcher(stitch_settings(options, detector))
-            for (chunk, _, rows), detections in zip(_batched(tiles, batch), found):
-                with stitch_clock.time("stitch", len(chunk)):
-                    for tile, d in zip(chunk, detections):
-                        stitcher.add(tile, d)
-                    for row in rows:
-                        stitcher.flush(np.inf if row.next_top is None else row.next_top)
+            stitch_clock, stitcher = StageClock(), Stitcher(plan.stitch)
+            consume(found, stitcher, stitch_clock, lambda n: None)
             with stitch_clock.time("stitch", 0):
                 stitcher.finish()
             del tiles
@@ -230,17 +220,15 @@ def bench_setting(
     clock = StageClock()
     reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
-    result = scan_scene(scene_path, detector, options, on_tile=lambda n: None, clock=clock)
+    result = scanner.scan(plan, clock=clock)
     with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir, clock.time("write", 0):
-        write_detections(Path(workdir) / "detections.gpkg", result.detections, transform=result.transform,
-                         crs=result.crs, labels=dict(detector.metadata.labels), scene=result.scene)
+        result.write(Path(workdir) / "detections.gpkg")
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     alone["write"] = clock.total("write")  # the result is written once the scene is done, in both cases
     return BenchResult(
-        batch=batch, threads=getattr(detector, "threads", None), workers=detector.concurrency, tiles=result.tiles, pipeline_s=wall, alone_s=alone,
-        in_pipeline={s: StageTiming.of(clock, s) for s in STAGES}, peak_rss_mb=peak_rss_bytes() / 2**20,
-        cpu_s=cpu, cores=available_cores(),
-        megapixels=megapixels, km2=area_km2, detections=len(result.detections),
+        batch=batch, threads=getattr(detector, "threads", None), workers=detector.concurrency, tiles=result.tiles, pipeline_s=wall,
+        alone_s=alone, in_pipeline={s: StageTiming.of(clock, s) for s in STAGES}, peak_rss_mb=peak_rss_bytes() / 2**20,
+        cpu_s=cpu, cores=available_cores(), megapixels=megapixels, km2=area_km2, detections=len(result.detections),
     )
 
 
@@ -274,4 +262,4 @@ def format_table(results: list[BenchResult]) -> str:
 def write_json(path: str | Path, results: list[BenchResult], scene: str, model: str) -> None:
     """The figures for machines."""
     payload = {"scene": str(scene), "model": str(model), "cpu_count": os.cpu_count(), "results": [r.as_dict() for r in results]}
-    Path(path).write_text(json.dumps(payload, indent=2))
+    write_atomically(path, json.dumps(payload, indent=2).encode())

@@ -45,14 +45,20 @@ part of a larger object of another class (:mod:`minescan.scan.parts`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 
-from minescan.model.detections import TileDetections
+from minescan.model.detections import SceneDetections, TileDetections
 from minescan.raster.grid import Tile
 from minescan.scan.parts import part_mask
+
+if TYPE_CHECKING:
+    from minescan.raster.strips import RowEnd
+
+__all__ = ["SceneDetections", "StitchSettings", "Stitcher", "components", "cut_edges", "same_object"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,6 @@ class StitchSettings:
     drop_parts: float | None = None
 
 
-class SceneDetections(TileDetections):
-    """Final detections in scene pixels (pixel-corner ``x0, y0, x1, y1``), sorted by score."""
-
-
 def cut_edges(boxes: np.ndarray, tile: Tile, tolerance: float) -> np.ndarray:
     """Which scene-pixel ``boxes`` touch an interior edge of ``tile`` (bool [M])."""
     x0, y0, x1, y1 = boxes.T
@@ -83,60 +85,62 @@ def cut_edges(boxes: np.ndarray, tile: Tile, tolerance: float) -> np.ndarray:
     )
 
 
-def _area(box: np.ndarray) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+def _clip(boxes: np.ndarray, to: np.ndarray) -> np.ndarray:
+    """Row-wise intersection of two [M, 4] box arrays (empty ones come out with x1 < x0 or y1 < y0)."""
+    return np.concatenate([np.maximum(boxes[:, :2], to[:, :2]), np.minimum(boxes[:, 2:], to[:, 2:])], axis=1)
 
 
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.array([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = _area(_intersection(a, b))
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
+def may_match(same_class: np.ndarray, same_tile: np.ndarray, class_agnostic: bool) -> np.ndarray:
+    """Which pairs the rule compares at all: one class (any with ``class_agnostic``), and not two boxes
+    of one class from one tile (the model has already chosen between those)."""
+    return (same_class | class_agnostic) & ~(same_class & same_tile)
 
 
-def same_object(box_a: np.ndarray, window_a: np.ndarray, box_b: np.ndarray, window_b: np.ndarray, iou: float) -> bool:
-    """True when the two boxes agree (IoU >= ``iou``) inside the windows' common part."""
-    common = _intersection(window_a, window_b)
-    if _area(common) == 0:
-        return False
-    return _iou(_intersection(box_a, common), _intersection(box_b, common)) >= iou
+def same_object(
+    boxes_a: np.ndarray,
+    windows_a: np.ndarray,
+    cut_a: np.ndarray,
+    boxes_b: np.ndarray,
+    windows_b: np.ndarray,
+    cut_b: np.ndarray,
+    settings: StitchSettings,
+) -> np.ndarray:
+    """The rule's one "same object" test, row-wise over pairs ``(a[k], b[k])`` (bool [M]; rows broadcast).
+
+    True when the boxes agree (IoU >= ``iou_threshold``) inside the common part
+    of their windows (no common part: no match), or when a box flagged cut lies
+    mostly (>= ``containment`` of its area) inside the other box.  Pass
+    ``cut_b`` all False to test the containment of ``a`` only.
+    """
+    common = _clip(windows_a, windows_b)
+    seen_a, seen_b = _clip(boxes_a, common), _clip(boxes_b, common)
+    inter_seen = _area(_clip(seen_a, seen_b))
+    seen_iou = inter_seen / np.maximum(_area(seen_a) + _area(seen_b) - inter_seen, 1e-9)
+    inter = _area(_clip(boxes_a, boxes_b))
+    contained = (cut_a & (inter >= settings.containment * _area(boxes_a))) | (
+        cut_b & (inter >= settings.containment * _area(boxes_b))
+    )
+    return (seen_iou >= settings.iou_threshold) | contained
 
 
-@dataclass
-class _Object:
-    box: np.ndarray
-    window: np.ndarray
-    score: float
-    klass: int
-    cut: bool
-    tiles: set[int] = field(default_factory=set)
+def _intersecting(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j), both orders and i == j included, of boxes that intersect, found with an R-tree."""
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    return shapely.STRtree(geoms).query(geoms, predicate="intersects")
 
 
 def _pairs_matching(boxes, classes, cut, windows, tiles, s: StitchSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, j) of boxes that the rule would call the same object, vectorized."""
-    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-    i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    """Index pairs (i < j) of boxes that :func:`same_object` calls the same object."""
+    i, j = _intersecting(boxes)
     keep = i < j
     i, j = i[keep], j[keep]
-    same_class = classes[i] == classes[j]
-    i, j, same_class = (a[(same_class | s.class_agnostic) & ((tiles[i] != tiles[j]) | ~same_class)] for a in (i, j, same_class))
-
-    def clip(b, w):
-        return np.concatenate([np.maximum(b[:, :2], w[:, :2]), np.minimum(b[:, 2:], w[:, 2:])], axis=1)
-
-    def area(b):
-        return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-
-    common = clip(windows[i], windows[j])
-    a, b = clip(boxes[i], common), clip(boxes[j], common)
-    inter_view = area(clip(a, b))
-    view_iou = inter_view / np.maximum(area(a) + area(b) - inter_view, 1e-9)
-    inter = area(clip(boxes[i], boxes[j]))
-    contained = (cut[i] & (inter >= s.containment * area(boxes[i]))) | (cut[j] & (inter >= s.containment * area(boxes[j])))
-    match = (view_iou >= s.iou_threshold) | contained
+    eligible = may_match(classes[i] == classes[j], tiles[i] == tiles[j], s.class_agnostic)
+    i, j = i[eligible], j[eligible]
+    match = same_object(boxes[i], windows[i], cut[i], boxes[j], windows[j], cut[j], s)
     return i[match], j[match]
 
 
@@ -157,8 +161,15 @@ def components(count: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.array([root(x) for x in range(count)])
 
 
+@dataclass
+class _Object:
+    box: np.ndarray
+    score: float
+    klass: int
+
+
 class Stitcher:
-    """Collects tile detections with :meth:`add`; :meth:`flush` and :meth:`finish` apply the rule.
+    """Collects tile detections with :meth:`add`; :meth:`flush` (or :meth:`row_done`) and :meth:`finish` apply the rule.
 
     Objects are settled incrementally: :meth:`flush` with the top row of the
     next tile row returns the objects no later tile can touch (every box of
@@ -213,6 +224,15 @@ class Stitcher:
         self._pending = {k: [v[~done]] for k, v in arrays.items()}
         return len(settled)
 
+    def row_done(self, row_end: RowEnd) -> int:
+        """Tile row ``row_end.row`` is finished: settle what no later row can touch; return how many.
+
+        The next row starts at scene row ``row_end.next_top`` (None after the
+        last row: everything settles).  With :meth:`add` and :meth:`finish`
+        this makes the stitcher a consumer of the scan's tile stream.
+        """
+        return self.flush(np.inf if row_end.next_top is None else row_end.next_top)
+
     def finish(self) -> SceneDetections:
         """Settle everything and return each object once, best score first."""
         self.flush(np.inf)
@@ -223,45 +243,49 @@ class Stitcher:
         return SceneDetections(boxes[whole], np.array([o.score for o in objects], np.float32)[whole], classes[whole])
 
     def _resolve(self, boxes, scores, classes, cut, windows, tiles) -> list[_Object]:
-        """The greedy rule of the module docstring over one set of candidates."""
+        """The greedy rule of the module docstring over one set of candidates.
+
+        Each object keeps its box, window (both grow when cut boxes merge),
+        class, best score, whether it is cut, and the tiles it was seen by;
+        a candidate joins the first of the objects it intersects (in order
+        of creation) that :func:`may_match` and :func:`same_object` accept,
+        testing the containment of the candidate only.
+        """
         if not len(boxes):
             return []
         s = self.settings
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         order = np.lexsort((-areas, -scores, cut))
-        # Only boxes that intersect can be the same object: find those pairs once with an R-tree.
-        geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-        left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        # Only boxes that intersect can be the same object: find those pairs once.
+        left, right = _intersecting(boxes)
         by_left = np.argsort(left, kind="stable")
         left, right = left[by_left], right[by_left]
         starts = np.searchsorted(left, np.arange(len(boxes) + 1))
         owner = np.full(len(boxes), -1)
-        objects: list[_Object] = []
+        # Objects as rows: at most one per candidate.
+        box, window = np.empty_like(boxes), np.empty_like(windows)
+        score, klass = np.empty(len(boxes), np.float64), np.empty(len(boxes), classes.dtype)
+        is_cut, seen_by = np.empty(len(boxes), bool), []
+        count = 0
         for i in order:
-            candidates = sorted({owner[j] for j in right[starts[i] : starts[i + 1]] if owner[j] >= 0})
-            match = None
-            for k in candidates:
-                obj = objects[k]
-                same_class = obj.klass == classes[i]
-                if not (same_class or s.class_agnostic):
-                    continue
-                if tiles[i] in obj.tiles and same_class:
-                    continue  # the model already chose between its own boxes of one class
-                inside = _area(_intersection(boxes[i], obj.box)) / max(areas[i], 1e-9)
-                if same_object(boxes[i], windows[i], obj.box, obj.window, s.iou_threshold) or (
-                    cut[i] and inside >= s.containment
-                ):
-                    match = k
-                    break
-            if match is None:
-                owner[i] = len(objects)
-                objects.append(_Object(boxes[i].copy(), windows[i].copy(), float(scores[i]), int(classes[i]), bool(cut[i]), {int(tiles[i])}))
+            k = owner[right[starts[i] : starts[i + 1]]]
+            k = k[k >= 0]
+            if len(k):
+                k = np.unique(k)
+                same_tile = np.array([tiles[i] in seen_by[x] for x in k.tolist()])
+                k = k[may_match(klass[k] == classes[i], same_tile, s.class_agnostic)]
+            if len(k):  # the candidate against each object: pairs by broadcasting
+                k = k[same_object(boxes[i : i + 1], windows[i : i + 1], cut[i], box[k], window[k], np.False_, s)]
+            if not len(k):
+                owner[i] = count
+                box[count], window[count], score[count], klass[count], is_cut[count] = boxes[i], windows[i], scores[i], classes[i], cut[i]
+                seen_by.append({int(tiles[i])})
+                count += 1
                 continue
-            owner[i] = match
-            obj = objects[match]
-            obj.tiles.add(int(tiles[i]))
-            if cut[i] and obj.cut:
-                obj.box = np.concatenate([np.minimum(obj.box[:2], boxes[i][:2]), np.maximum(obj.box[2:], boxes[i][2:])])
-                obj.window = np.concatenate([np.minimum(obj.window[:2], windows[i][:2]), np.maximum(obj.window[2:], windows[i][2:])])
-                obj.score = max(obj.score, float(scores[i]))
-        return objects
+            match = owner[i] = k[0]
+            seen_by[match].add(int(tiles[i]))
+            if cut[i] and is_cut[match]:
+                box[match] = np.concatenate([np.minimum(box[match, :2], boxes[i, :2]), np.maximum(box[match, 2:], boxes[i, 2:])])
+                window[match] = np.concatenate([np.minimum(window[match, :2], windows[i, :2]), np.maximum(window[match, 2:], windows[i, 2:])])
+                score[match] = max(score[match], float(scores[i]))
+        return [_Object(box[x].copy(), float(score[x]), int(klass[x])) for x in range(count)]

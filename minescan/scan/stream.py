@@ -1,115 +1,74 @@
-"""One scene, end to end: read and render tiles, detect, stitch.
+"""The scan stream: reads -> render -> batches -> inference -> consumer, the one loop every scan runs.
 
-:func:`scan_scene` is the product's main job; the command line only parses
-flags around it.  Settings resolve in this order: explicit option, the
-model's own metadata (bands, gain, offset it was trained with; whether its
-classes' parts are dropped), built-in default.
+:func:`run_stream` is the only scan loop in minescan: a single scene, a
+multi-scene run, the Python API (:class:`~minescan.scan.scanner.Scanner`),
+``minescan bench`` (which times this same stream) and the demo all go
+through it.  Its stages are threads joined by bounded queues
+(:mod:`minescan.scan.pipeline`):
+
+1. the strip reader decodes block-aligned strips and renders each decoded piece
+   to uint8 RGB in its threads, then cuts tiles (:mod:`minescan.raster.strips`);
+2. non-empty tiles are stacked into batches; a tile row's end rides with the
+   batch holding its last tile;
+3. ``detector.concurrency`` inference calls run side by side, results in order;
+4. the consumer takes each tile's detections and each finished tile row.
+
+What happens to the detections is the consumer's business
+(:class:`Consumer`): the stitcher (:class:`~minescan.scan.stitch.Stitcher`)
+settles objects row by row into vector results; a raster (heatmap) consumer
+plugs in the same way.  Memory is bounded by the queues: ``2 x batch`` tiles,
+``concurrency + 1`` batches, two results.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 import rasterio
 
-from minescan.engine import Detector
-from minescan.engine.onnxruntime_backend import available_cores
-from minescan.raster.grid import Tile, TileGrid, TileGridError
-from minescan.raster.radiometry import Radiometry, passthrough, percentile_stretch, reflectance_gain
-from minescan.scan.pipeline import StageClock, ordered_map, threaded
+from minescan.engine.detector import Detector
+from minescan.errors import MinescanError
+from minescan.model.detections import TileDetections
+from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
-from minescan.scan.stitch import SceneDetections, StitchSettings, Stitcher
+from minescan.scan.pipeline import StageClock, ordered_map, threaded
+from minescan.scan.plan import ScanPlan
 
-DEFAULT_TILE = 640
-DEFAULT_OVERLAP = 128
-
-
-def default_read_threads() -> int:
-    """Reader threads: two per core, at most 8.
-
-    More threads than cores keep a core decoding while another thread waits on
-    the file or on its turn: measured on 2 cores, full 10980 px scene, a model
-    that costs nothing, runs alternating: 2 threads 2.22-2.45 s, 4 threads
-    1.97-2.22 s; with the demo Faster R-CNN the same within noise (6.1-6.6 s).
-    Above 2 cores the formula is not measured here.
-    """
-    return min(8, 2 * available_cores())
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-@dataclass(frozen=True)
-class ScanOptions:
-    """How to scan; None means "from the model's metadata, else the default"."""
+class ScanCancelled(MinescanError):
+    """The caller cancelled a scan (its ``cancel`` event was set); nothing was written."""
 
-    bands: tuple[int, ...] | None = None
-    tile: int | None = None
-    overlap: int = DEFAULT_OVERLAP
-    batch: int = 4
-    score_threshold: float = 0.5
-    gain: float | None = None
-    offset: float | None = None
-    stretch: tuple[float, float] | None = None
-    nodata: float | None = None
-    stitch: StitchSettings = field(default_factory=StitchSettings)
-    read_threads: int = field(default_factory=default_read_threads)
+
+class Consumer(Protocol[R_co]):
+    """Takes the stream's output in tile order and makes the scan's result."""
+
+    def add(self, tile: Tile, detections: TileDetections) -> None:
+        """One non-empty tile's detections (tile pixels)."""
+
+    def row_done(self, row: RowEnd) -> None:
+        """Every tile of tile row ``row.row`` has been added (empty ones were skipped)."""
+
+    def finish(self) -> R_co:
+        """The result, once every row is done."""
 
 
 @dataclass(frozen=True)
-class ScanResult:
-    """Detections of one scene (scene pixels) and what it took."""
+class StreamStats(Generic[R]):
+    """What one pass of the stream produced and took."""
 
-    scene: str
-    detections: SceneDetections
-    crs: object
-    transform: object
+    result: R
     tiles: int
-    skipped: int
+    skipped: int  # tiles that were entirely nodata and never reached the model
     seconds: float
-
-    @property
-    def tiles_per_second(self) -> float:
-        return self.tiles / self.seconds if self.seconds > 0 else 0.0
-
-
-def tile_size(options: ScanOptions, detector: Detector) -> int:
-    """The tile size: the model's fixed input size, else ``--tile``, else 640."""
-    sig = detector.signature
-    if sig.height or sig.width:
-        if sig.height != sig.width:
-            raise TileGridError(f"model input is {sig.height}x{sig.width} px; minescan tiles are square")
-        if options.tile not in (None, sig.height):
-            raise TileGridError(f"--tile {options.tile} but the model takes fixed {sig.height}x{sig.width} px tiles")
-        return int(sig.height)  # type: ignore[arg-type]
-    return options.tile or DEFAULT_TILE
-
-
-def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) -> Radiometry:
-    """uint8 passes through; uint16 gets the gain recipe or a scene-wide percentile stretch."""
-    if scene.dtype == "uint8":
-        return passthrough(len(scene.bands))
-    if options.stretch:
-        sample = scene.overview()
-        return percentile_stretch(sample.data, ~sample.nodata, *options.stretch)
-    recipe = detector.metadata.recipe
-    gain = options.gain if options.gain is not None else (recipe.gain or 2.5)
-    offset = options.offset if options.offset is not None else (recipe.offset or 0.0)
-    scale = recipe.scale or 10000.0
-    return reflectance_gain(len(scene.bands), gain=gain, offset=offset, scale=scale)
-
-
-def stitch_settings(options: ScanOptions, detector: Detector) -> StitchSettings:
-    """The scan's stitching rule: ``drop_parts`` from the options, else from the model's metadata (else off)."""
-    if options.stitch.drop_parts is not None:
-        return options.stitch
-    # parse_metadata has already checked the recorded share is in [0, 1].
-    return dataclasses.replace(options.stitch, drop_parts=detector.metadata.postprocessing.drop_parts or 0.0)
 
 
 @dataclass(frozen=True)
@@ -154,7 +113,7 @@ def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock:
     return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
-def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[RenderedTile | RowEnd]:
+def timed_reads(reader: Iterable[RenderedTile | RowEnd], clock: StageClock) -> Iterator[RenderedTile | RowEnd]:
     """The reader's items, timing the work of producing each tile."""
     items = iter(reader)
     while True:
@@ -163,6 +122,29 @@ def timed_reads(reader: StripReader, clock: StageClock) -> Iterator[RenderedTile
         if item is None:
             return
         yield item
+
+
+def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: StageClock,
+            tick: Callable[[int], None], cancel: threading.Event | None = None) -> int:
+    """Hand each batch's detections and finished rows to ``consumer``; return the tiles processed.
+
+    ``tick`` gets the tiles just finished, nodata tiles included once their row
+    ends; a set ``cancel`` stops the stream (every stage upstream stops too).
+    """
+    processed = 0
+    seen: Counter[int] = Counter()  # non-empty tiles handled per tile row
+    for batch, found in results:
+        if cancel is not None and cancel.is_set():
+            raise ScanCancelled("scan cancelled")
+        with clock.time("stitch", len(batch.tiles)):
+            for tile, detections in zip(batch.tiles, found):
+                consumer.add(tile, detections)
+                seen[tile.row] += 1
+            for row in batch.rows_done:
+                consumer.row_done(row)
+        processed += len(batch.tiles)
+        tick(len(batch.tiles) + sum(row.tiles - seen.pop(row.row, 0) for row in batch.rows_done))
+    return processed
 
 
 def gdal_cache_bytes(scene: Scene, size: int) -> int:
@@ -174,64 +156,64 @@ def gdal_cache_bytes(scene: Scene, size: int) -> int:
     return int(min(512 << 20, max(32 << 20, 2 * row_bytes * max(block_rows, 256))))
 
 
-def _progress(total: int, label: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="tile", desc=label, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
-
-
-def scan_scene(
-    path: str | Path,
+def run_stream(
+    plan: ScanPlan,
     detector: Detector,
-    options: ScanOptions | None = None,
+    consumer: Consumer[R],
     *,
-    on_tile: Callable[[int], None] | None = None,
     clock: StageClock | None = None,
-) -> ScanResult:
-    """Scan one scene through the pipeline read and render (in the reader threads) -> batch -> infer -> stitch.
+    tick: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> StreamStats[R]:
+    """Scan the plan's scene through the stream into ``consumer`` (see the module docstring).
 
-    ``on_tile`` (if given) is called with the number of tiles just finished,
-    instead of drawing a progress bar; ``clock`` collects per-stage busy times.
+    ``tick`` is called with the number of tiles just finished; ``clock``
+    collects per-stage busy times (``minescan bench``); ``cancel``, when set,
+    stops the scan with :class:`ScanCancelled` within one batch.
     """
-    options = options or ScanOptions()
     clock = clock or StageClock()
+    tick = tick or (lambda n: None)
     start = time.perf_counter()
-    bands = options.bands or detector.metadata.recipe.bands
-    with Scene(path, bands=bands, nodata=options.nodata) as scene:
-        grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
-        radiometry = choose_radiometry(scene, options, detector)
-        stitcher = Stitcher(stitch_settings(options, detector))
-        batch = max(1, options.batch)
-        processed = 0
-        seen: Counter[int] = Counter()  # non-empty tiles handled per tile row
-        progress = _progress(len(grid), scene.name) if on_tile is None else None
-        tick = on_tile or progress.update  # type: ignore[union-attr]
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
-                reader = StripReader(scene, grid, options.read_threads, radiometry=radiometry, clock=clock)
-                reads = threaded(timed_reads(reader, clock), maxsize=2 * batch, name="read")
-                batches = threaded(make_batches(reads, batch), maxsize=detector.concurrency + 1, name="batch")
-                for item, found in threaded(infer(batches, detector, options.score_threshold, clock), maxsize=2, name="infer"):
-                    with clock.time("stitch", len(item.tiles)):
-                        for tile, detections in zip(item.tiles, found):
-                            stitcher.add(tile, detections)
-                            seen[tile.row] += 1
-                        for row in item.rows_done:
-                            stitcher.flush(np.inf if row.next_top is None else row.next_top)
-                    processed += len(item.tiles)
-                    # Tiles skipped as nodata are counted when their row ends.
-                    tick(len(item.tiles) + sum(row.tiles - seen.pop(row.row, 0) for row in item.rows_done))
-        finally:
-            if progress is not None:
-                progress.close()
-        with clock.time("stitch", 0):
-            detections = stitcher.finish()
-        return ScanResult(
-            scene=scene.name,
-            detections=detections,
-            crs=scene.crs,
-            transform=scene.transform,
-            tiles=len(grid),
-            skipped=len(grid) - processed,
-            seconds=time.perf_counter() - start,
-        )
+    with plan.open_scene() as scene:
+        grid = plan.grid
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+            reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock)
+            reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
+            batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
+            results = threaded(infer(batches, detector, plan.score_threshold, clock), maxsize=2, name="infer")
+            processed = consume(results, consumer, clock, tick, cancel)
+    with clock.time("stitch", 0):
+        result = consumer.finish()
+    return StreamStats(result, len(grid), len(grid) - processed, time.perf_counter() - start)
+
+
+# Kept until the scan plan takes it over (minescan.scan.plan); see the raster/radiometry change.
+def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) -> Radiometry:
+    """uint8 passes through; other data gets a scene-wide percentile stretch or the gain recipe.
+
+    Gain and offset: option, model's recipe, default.  Scale: the model's recipe
+    (else the default) for integer data; for float data
+    :func:`~minescan.raster.radiometry.default_scale` tells reflectance 0-1
+    (scale 1, and offset 0 unless asked for: a DN offset is in other units) from
+    DN.  The rendering itself is :func:`~minescan.raster.radiometry.radiometry_for`.
+    """
+    from minescan.defaults import DEFAULTS
+    from minescan.raster.radiometry import default_scale, radiometry_for
+
+    bands = len(scene.bands)
+    if scene.dtype == "uint8":
+        return radiometry_for(scene.dtype, bands)
+    if options.stretch:
+        sample = scene.overview()
+        return radiometry_for(scene.dtype, bands, stretch=tuple(options.stretch), sample=(sample.data, sample.nodata))
+    recipe = detector.metadata.recipe
+    gain = options.gain if options.gain is not None else (recipe.gain or DEFAULTS.gain)
+    offset = options.offset if options.offset is not None else (recipe.offset or DEFAULTS.offset)
+    scale = recipe.scale or DEFAULTS.scale
+    if np.dtype(scene.dtype).kind == "f":
+        sample = scene.overview()
+        found, _ = default_scale(sample.data, ~sample.nodata)
+        if found != scale and options.offset is None:
+            offset = 0.0  # reflectance exports (SNAP, openEO, Earth Engine) have the DN offset applied
+        scale = found
+    return radiometry_for(scene.dtype, bands, gain=gain, offset=offset, scale=scale)

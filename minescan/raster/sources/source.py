@@ -33,11 +33,19 @@ class Source:
 
     input: str
     kind: str
-    dataset: Path
+    dataset: Path | str  # a local file, or a GDAL dataset name (/vsimem/..., a subdataset)
     product_id: str
     bands: tuple[int, int, int] | None = None
     offset: float | None = None
     nodata: float | None = None
+    georeferenced: bool = True  # False: an in-memory array scanned in pixel coordinates
+
+    def open(self, *, bands: tuple[int, ...] | None = None, nodata: float | None = None, bands_origin: str | None = None):
+        """The raster to scan, opened and checked (:class:`~minescan.raster.scene.Scene`)."""
+        from minescan.raster.scene import Scene
+
+        extra = {} if self.georeferenced else {"require_georef": False}
+        return Scene(self.dataset, bands=bands, nodata=nodata, bands_origin=bands_origin, **extra)
 
 
 def first_line(exc: BaseException) -> str:

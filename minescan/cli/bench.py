@@ -1,0 +1,56 @@
+"""``minescan bench``: per-stage times, the model-only floor and the pipeline, per batch x threads x workers."""
+
+from __future__ import annotations
+
+import argparse
+
+from minescan.cli.options import int_list, recipe_options
+from minescan.cli.scan import BACKENDS, load_scanner, scan_options
+from minescan.defaults import DEFAULTS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", parents=[recipe_options()],
+                           help="profile a scan: per-stage times, model-only floor, pipeline efficiency, peak RSS")
+    bench.add_argument("scene", help="the scene to scan (any input scan takes)")
+    bench.add_argument("--model", required=True, help="detector in the model contract")
+    bench.add_argument("--batch", type=int_list, default=[1, 4, 8], help="batch sizes to try, e.g. 1,4,8 (default)")
+    bench.add_argument("--threads", type=int_list, help="ONNX Runtime intra-op threads per call to try, e.g. 1,2 (default: cores / workers)")
+    bench.add_argument("--workers", type=int_list,
+                       help=f"concurrent inference calls to try, e.g. 1,2 (default: one per core, at most {DEFAULTS.max_workers})")
+    bench.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend, help="where the model runs (see scan --backend; default auto)")
+    bench.add_argument("--read-threads", type=int, help=f"reader threads (default: two per core, at most {DEFAULTS.max_read_threads})")
+    bench.add_argument("--tile", type=int, help=f"tile size in px (default: the model's, else {DEFAULTS.tile})")
+    bench.add_argument("--overlap", type=int, help=f"tile overlap in px (default {DEFAULTS.overlap})")
+    bench.add_argument("--score-threshold", type=float, help=f"detection score threshold (default {DEFAULTS.score_threshold:g})")
+    bench.add_argument("--json", help="also write the figures as JSON here")
+    bench.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
+    bench.set_defaults(handler=run_bench, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
+                       boa_offset=True, labels=None)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from minescan.scan.bench import bench_setting, format_table, write_json
+    from minescan.scan.scanner import Scanner
+
+    args.batch, batches = None, args.batch
+    options = scan_options(args)
+    threads_list, workers_list = args.threads, args.workers
+    args.threads = args.workers = None
+    probe = load_scanner(args)  # a bad model fails here, before any timing
+    print(f"backend: {probe.backend}")
+
+    def make(threads: int | None, workers: int | None):
+        return lambda: Scanner(args.model, backend=args.backend, threads=threads, workers=workers)
+
+    results = [
+        bench_setting(args.scene, make(threads, workers), batch, options)
+        for threads in (threads_list or [None])
+        for workers in (workers_list or [None])
+        for batch in batches
+    ]
+    print(format_table(results))
+    if args.json:
+        write_json(args.json, results, args.scene, args.model)
+        print(f"wrote {args.json}")
+    return 0

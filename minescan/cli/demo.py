@@ -1,0 +1,32 @@
+"""``minescan demo``: a fresh Sentinel-2-like mining scene scanned with the shipped detector and scored."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _size(value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 4096x4096, got {value!r}") from None
+    if width < 128 or height < 128:
+        raise argparse.ArgumentTypeError(f"{value} is too small (at least 128x128)")
+    return width, height
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="generate a Sentinel-2-like mining scene, scan it with the shipped demo detector, score it")
+    demo.add_argument("--out-dir", default="minescan-demo", help="where to write the scene and results (default ./minescan-demo)")
+    demo.add_argument("--seed", type=int, help="scene seed (default: a new one each run)")
+    demo.add_argument("--size", type=_size, default="4096x4096", help="scene WIDTHxHEIGHT in px (default 4096x4096, 1678 km2)")
+    demo.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="which shipped model to run (default fp32)")
+    demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
+    demo.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from minescan.demo import run_demo
+
+    run_demo(args.out_dir, seed=args.seed, size=args.size, precision=args.precision)
+    return 0

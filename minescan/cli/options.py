@@ -1,0 +1,79 @@
+"""Argument types and the translation of library errors into the command line's words.
+
+Types here check only the *shape* of a value (``3,2,1`` is three integers);
+ranges are checked once, by :class:`~minescan.scan.plan.ScanOptions`, for the
+API and the command line alike.  Its :class:`~minescan.scan.plan.OptionError`
+names a setting as the API spells it (``score_threshold``); :func:`flag`
+turns that into the option the user typed (``--score-threshold``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# Settings whose flag is not "--" + the name with dashes.
+_FLAGS = {"product_offset": "--boa-offset / --no-boa-offset"}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of the ScanOptions field ``option``."""
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def bands(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1-based band indexes like 3,2,1, got {value!r}") from None
+    if len(numbers) != 3:
+        raise argparse.ArgumentTypeError(f"expected 3 band indexes (red, green, blue), got {value!r}")
+    return numbers
+
+
+def percentiles(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH percentiles like 2,98, got {value!r}") from None
+    return low, high
+
+
+def positive(kind):
+    """An argparse type for positive numbers of ``kind`` (int or float)."""
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+
+    return parse
+
+
+def int_list(value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,4,8, got {value!r}") from None
+    if any(n <= 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"values must be positive, got {value!r}")
+    return numbers
+
+
+def recipe_options() -> argparse.ArgumentParser:
+    """--bands, --gain, --offset, --scale: how a scene becomes the model's RGB (shared by scan, bench and export)."""
+    from minescan.defaults import DEFAULTS
+
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("radiometry")
+    g.add_argument("--bands", type=bands, help="1-based red,green,blue band indexes, e.g. 3,2,1 for a B02,B03,B04,B08 stack "
+                   "(default: the product's, else the model's recipe, else colour interpretation or B04/B03/B02 descriptions)")
+    g.add_argument("--gain", type=float, help=f"true-colour gain on reflectance (default: the model's, else {DEFAULTS.gain:g})")
+    g.add_argument("--offset", type=float, help="added to pixel values before / scale, e.g. -1000 for L2A baseline >= 04.00 "
+                   f"(default: the product's, else the model's, else {DEFAULTS.offset:g})")
+    g.add_argument("--scale", type=float, help="pixel values per unit reflectance (default: the model's, else "
+                   f"{DEFAULTS.scale:g}; float scenes holding reflectance 0-1: 1)")
+    return parent

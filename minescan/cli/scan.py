@@ -1,0 +1,200 @@
+"""``minescan scan``: one scene into ``--out``, or a resumable run of many into ``--out-dir``.
+
+Both go through the same :class:`~minescan.Scanner`: the arguments become one
+:class:`~minescan.scan.plan.ScanOptions`, every input is resolved the same way
+(a raster, a ``.SAFE`` product, a STAC item, band files), and ``--dry-run``
+prints the resolved plan of each input instead of scanning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from minescan.cli.options import percentiles, positive, recipe_options
+from minescan.defaults import DEFAULTS
+from minescan.errors import MinescanError
+
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")  # minescan.engine.backends.BACKENDS, without importing the engine
+
+
+class UsageError(MinescanError):
+    """Command-line arguments that do not fit together."""
+
+
+def add_scan_options(p: argparse.ArgumentParser) -> None:
+    """Tiling, detection and stitching options (``scan``)."""
+    g = p.add_argument_group("tiling")
+    g.add_argument("--tile", type=int, help=f"tile size in px (default: the model's fixed size, else {DEFAULTS.tile})")
+    g.add_argument("--overlap", type=int, help=f"tile overlap in px; objects up to this size are stitched exactly (default {DEFAULTS.overlap})")
+    g.add_argument("--stretch", type=percentiles, metavar="LOW,HIGH", help="scene-wide percentile stretch instead of the gain, e.g. 2,98")
+    g.add_argument("--nodata", type=float, help="nodata value (default: the product's, else the raster's own)")
+    d = p.add_argument_group("detection")
+    d.add_argument("--score-threshold", type=float, help=f"drop detections scoring below this (default {DEFAULTS.score_threshold:g})")
+    d.add_argument("--batch", type=int, help=f"tiles per inference batch (default {DEFAULTS.batch})")
+    d.add_argument("--threads", type=positive(int), help="ONNX Runtime intra-op threads per inference call (default: cores / --workers)")
+    d.add_argument("--workers", type=positive(int),
+                   help=f"inference calls running at once on the CPU (default: one per core, at most {DEFAULTS.max_workers}; GPU backends: 1)")
+    d.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
+                   help="where the model runs: auto (a GPU when ONNX Runtime has one, else the CPU), cpu, "
+                   "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
+    d.add_argument("--read-threads", type=int, help=f"threads decoding the raster (default: two per core, at most {DEFAULTS.max_read_threads})")
+    d.add_argument("--iou", type=float, help=f"IoU at which two tiles' boxes are one object (default {DEFAULTS.iou:g})")
+    d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
+    d.add_argument("--drop-parts", type=float, metavar="F",
+                   help="drop a box lying at least F inside a larger box of another class, as a part of that object; "
+                   "0 = off (default: the model's setting, else off)")
+    d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--out-dir``, ``--manifest``, ``--boa-offset``, ``--format``, ``--quicklook-size``."""
+    from minescan.results.formats import RESULT_FORMATS
+
+    g = p.add_argument_group("many scenes (resumable runs into a folder)")
+    g.add_argument("--out-dir", help="run folder: one result and quicklook per scene, journal, run summary; "
+                   "rerunning the same command resumes (needed for several scenes or --manifest)")
+    g.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                   help="text file listing inputs, one per line (# comments; paths relative to the file); repeatable")
+    g.add_argument("--boa-offset", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the offset that .SAFE products (baseline >= 04.00) and STAC items declare "
+                   "(default; an explicit --offset wins)")
+    g.add_argument("--format", choices=[ext.lstrip(".") for ext in RESULT_FORMATS], default=DEFAULTS.result_format,
+                   help=f"result file format per scene (default {DEFAULTS.result_format})")
+    g.add_argument("--quicklook-size", type=int, default=DEFAULTS.quicklook_size, metavar="PX",
+                   help=f"longest side of each scene's quicklook PNG; 0 for none (default {DEFAULTS.quicklook_size})")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``scan`` to the command line."""
+    from minescan.results.formats import RESULT_FORMATS
+
+    formats = ", ".join(f"{ext} ({what})" for ext, what in RESULT_FORMATS.items())
+    scan = sub.add_parser(
+        "scan", parents=[recipe_options()], help="detect mining sites in scenes and write georeferenced results",
+        description="Scan scenes with a detector: any GDAL raster (GeoTIFF, COG, VRT; uint8, int16, uint16, int32, "
+        "uint32, float32, float64), a Sentinel-2 .SAFE product (folder, MTD_*.xml, .zip or SENTINEL2_L2A:... "
+        "subdataset), a STAC item, a folder of band files or B04,B03,B02 files.",
+    )
+    scan.add_argument("scenes", nargs="*", metavar="SCENE", help="the scene(s) to scan (see above)")
+    scan.add_argument("--model", required=True, help="detector in the TF Object Detection API contract (.onnx, or a TensorRT .engine)")
+    scan.add_argument("--out", help=f"result file for one scene: {formats}")
+    scan.add_argument("--dry-run", action="store_true",
+                      help="print the resolved plan of each scene (bands, radiometry, tiles, backend, stitching, output, "
+                      "and where each value came from) and exit without scanning")
+    scan.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
+    add_scan_options(scan)
+    add_run_options(scan)
+    scan.set_defaults(handler=run_scan)
+
+
+def scan_options(args: argparse.Namespace):
+    """The arguments as :class:`~minescan.scan.plan.ScanOptions` (ranges checked there)."""
+    from minescan.model.labels import parse_labels
+    from minescan.scan.plan import ScanOptions
+
+    return ScanOptions(
+        bands=args.bands, tile=args.tile, overlap=args.overlap, batch=args.batch, score_threshold=args.score_threshold,
+        gain=args.gain, offset=args.offset, scale=args.scale, stretch=args.stretch, nodata=args.nodata, iou=args.iou,
+        class_agnostic=args.class_agnostic, drop_parts=args.drop_parts, read_threads=args.read_threads,
+        product_offset=args.boa_offset, labels=parse_labels(args.labels) if args.labels else None,
+    )
+
+
+def progress_bar(total: int, label: str):
+    """A tqdm bar over tiles on stderr when it is a terminal (else a silent one); call it with (done, total)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="tile", desc=label, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+
+    def update(done: int, _total: int) -> None:
+        bar.update(done - bar.n)
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def load_scanner(args: argparse.Namespace):
+    """The model, loaded once for every scene; a notice (a GPU package that cannot reach its GPU) goes to stderr."""
+    from minescan.scan.scanner import Scanner
+
+    scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers)
+    if scanner.notice:
+        print(f"minescan: note: {scanner.notice}", file=sys.stderr, flush=True)
+    return scanner
+
+
+def gather_inputs(args: argparse.Namespace) -> list[str]:
+    """Scenes from the command line, then from each manifest, once each, in order."""
+    from minescan.raster.sources.resolve import absolute_input, read_manifest
+
+    inputs = [absolute_input(text, Path.cwd()) for text in args.scenes]
+    for manifest in args.manifest:
+        inputs += read_manifest(manifest)
+    return list(dict.fromkeys(inputs))
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    options = scan_options(args)  # a value out of range fails before the model loads
+    if args.out_dir or args.manifest or len(args.scenes) != 1:
+        return _run_many(args, options)
+    if not args.out and not args.dry_run:
+        raise UsageError("one scene needs --out FILE (or --out-dir DIR for a resumable run)")
+    from minescan.results.formats import describe
+    from minescan.results.writers import check_writable
+
+    if args.out:
+        check_writable(args.out)
+    scanner = load_scanner(args)
+    plan = scanner.plan(args.scenes[0], output=describe(args.out) if args.out else None, count_nodata_tiles=args.dry_run,
+                        **options.__dict__)
+    if args.dry_run:
+        print(plan.explain())
+        return 0
+    bar = progress_bar(plan.tiles, plan.source.product_id)
+    try:
+        result = scanner.scan(plan, progress=bar)
+    finally:
+        bar.close()
+    result.write(args.out)
+    print(
+        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections, "
+        f"{result.seconds:.1f} s, {result.tiles_per_second:.1f} tiles/s -> {args.out}"
+    )
+    return 0
+
+
+def _run_many(args: argparse.Namespace, options) -> int:
+    from minescan.runs.batch import RunSettings, RunError, run_many
+
+    keys = gather_inputs(args)
+    if not keys:
+        raise RunError("no scenes given: pass scene paths, .SAFE products, STAC items or --manifest FILE")
+    if args.out:
+        raise RunError(f"--out {args.out} names one result file; for several scenes or --manifest use --out-dir")
+    if args.dry_run:
+        return _dry_run_many(args, keys, options)
+    if not args.out_dir:
+        raise RunError("several scenes or --manifest need --out-dir DIR (a folder for one result per scene and the run journal)")
+    if args.quicklook_size < 0:
+        raise UsageError(f"--quicklook-size {args.quicklook_size} is out of range: 0 (no quicklooks) or a size in px")
+    scanner = load_scanner(args)
+    settings = RunSettings(out_dir=Path(args.out_dir), result_format=args.format, quicklook_size=args.quicklook_size,
+                           verbose=args.verbose)
+    return run_many(keys, scanner, options, settings)
+
+
+def _dry_run_many(args: argparse.Namespace, keys: list[str], options) -> int:
+    """Each input's plan, or why it cannot be scanned; exit 1 if any cannot."""
+    scanner = load_scanner(args)
+    failed = 0
+    for index, key in enumerate(keys, start=1):
+        print(f"[{index}/{len(keys)}] {key}")
+        try:
+            print(scanner.plan(key, count_nodata_tiles=True, **options.__dict__).explain())
+        except MinescanError as exc:
+            failed += 1
+            print(f"cannot be scanned: {exc}")
+        print()
+    return 1 if failed else 0

@@ -1,0 +1,245 @@
+"""The Python API: load a model once, scan scenes and in-memory rasters with it.
+
+::
+
+    from minescan import Scanner
+    scanner = Scanner("model.onnx", backend="auto")        # loads and checks the model once
+    result = scanner.scan("S2B_MSIL2A_....SAFE", score_threshold=0.5)
+    result.detections          # boxes in scene pixels, scores, class ids; result.labels names them
+    result.to_geojson()        # RFC 7946 dict, WGS84
+    result.write("out.gpkg")   # atomic, format by extension
+
+A :class:`Scanner` is what the command line runs too: ``minescan scan`` for
+one scene or a run, ``bench`` and ``demo`` all build a
+:class:`~minescan.scan.plan.ScanPlan` with :meth:`Scanner.plan` and scan it
+through the one stream (:func:`~minescan.scan.stream.run_stream`).
+
+Thread safety: one Scanner may serve concurrent :meth:`~Scanner.scan` and
+:meth:`~Scanner.detect` calls (a service shares one).  The model session is
+the only shared state and ONNX Runtime sessions may be run from several
+threads; each call builds its own plan, reader threads, queues and
+stitcher, and temporary files get names of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from minescan.errors import MinescanError
+from minescan.model.detections import SceneDetections
+from minescan.raster.sources.resolve import absolute_input, resolve
+from minescan.raster.sources.source import Source
+from minescan.scan.pipeline import StageClock
+from minescan.scan.plan import ModelFacts, ScanOptions, ScanPlan, plan_scan
+from minescan.scan.stitch import Stitcher
+from minescan.scan.stream import run_stream
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
+
+
+class ApiError(MinescanError):
+    """An API call that cannot be served as asked (an array of the wrong shape, a missing optional package)."""
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The objects found in one scene, each once, and what it took.
+
+    ``detections`` are in scene pixels (pixel-corner ``x0, y0, x1, y1``), best
+    score first; ``labels`` maps their class ids to names; ``crs`` and
+    ``transform`` place them on the map.
+    """
+
+    scene: str
+    detections: SceneDetections
+    labels: Mapping[int, str]
+    crs: Any
+    transform: Any
+    tiles: int
+    skipped: int
+    seconds: float
+    plan: ScanPlan
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def class_labels(self) -> list[str]:
+        """Each detection's class name (its id as text when the model names none)."""
+        return [self.labels.get(int(c), str(int(c))) for c in self.detections.classes]
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the detections to ``path`` atomically; the format follows the extension (:mod:`minescan.results.writers`)."""
+        from minescan.results.writers import write_detections
+
+        return write_detections(path, self.detections, transform=self.transform, crs=self.crs, labels=self.labels,
+                                scene=self.scene)
+
+    def _polygons(self, wgs84: bool):
+        from minescan.results.georef import box_polygons, to_wgs84
+
+        if self.crs is None:
+            raise ApiError(f"{self.scene}: the raster has no CRS, so its detections cannot be placed on a map")
+        polygons = box_polygons(self.detections.boxes, self.transform)
+        return to_wgs84(polygons, self.crs) if wgs84 else polygons
+
+    def _properties(self) -> list[dict[str, Any]]:
+        d = self.detections
+        return [
+            {"class_id": int(c), "class_label": name, "score": float(s), "scene": self.scene,
+             "col_min": float(b[0]), "row_min": float(b[1]), "col_max": float(b[2]), "row_max": float(b[3])}
+            for b, s, c, name in zip(d.boxes, d.scores, d.classes, self.class_labels)
+        ]
+
+    def to_geojson(self) -> dict[str, Any]:
+        """An RFC 7946 FeatureCollection (WGS84 longitude/latitude, counter-clockwise polygons)."""
+        import shapely
+
+        geometries = [shapely.geometry.mapping(p) for p in self._polygons(wgs84=True)]
+        features = [{"type": "Feature", "geometry": g, "properties": p} for g, p in zip(geometries, self._properties())]
+        return {"type": "FeatureCollection", "features": features}
+
+    def to_geodataframe(self):
+        """A GeoPandas GeoDataFrame in the scene's CRS (needs GeoPandas: ``pip install 'minescan[geopandas]'``)."""
+        try:
+            import geopandas
+        except ImportError as exc:
+            raise ApiError("to_geodataframe needs GeoPandas: pip install 'minescan[geopandas]' (or geopandas)") from exc
+        return geopandas.GeoDataFrame(self._properties() or None, geometry=list(self._polygons(wgs84=False)),
+                                      crs=self.crs.to_wkt())
+
+
+class Scanner:
+    """A model loaded and checked once, ready to scan scenes (see the module docstring).
+
+    ``model`` is a model file (ONNX in the detector contract, or a TensorRT
+    engine) or an already loaded :class:`~minescan.engine.Detector`.
+    ``backend``, ``threads`` and ``workers`` choose where and how it runs
+    (:func:`~minescan.engine.load_detector`).  Keyword ``defaults`` are
+    :class:`~minescan.scan.plan.ScanOptions` fields applied to every call
+    unless the call gives its own.
+    """
+
+    def __init__(self, model: Any, backend: str = "auto", *, threads: int | None = None, workers: int | None = None,
+                 **defaults: Any) -> None:
+        self.defaults = ScanOptions(**_options(defaults))  # bad values fail before the model loads
+        if isinstance(model, (str, os.PathLike)):
+            from minescan.engine import load_detector
+
+            self.model_path: Path | None = Path(model)
+            self.detector = load_detector(model, backend=backend, threads=threads, workers=workers)
+        else:
+            self.model_path = getattr(model, "path", None)
+            self.detector = model
+        self.model = ModelFacts.of(self.detector, self.model_path.name if self.model_path else "model")
+
+    @property
+    def backend(self) -> str:
+        return self.detector.backend
+
+    @property
+    def notice(self) -> str | None:
+        """Why ``auto`` settled for the CPU when a GPU package is installed but unusable; None otherwise."""
+        return self.detector.notice
+
+    def options(self, **options: Any) -> ScanOptions:
+        """This scanner's defaults with ``options`` (ScanOptions fields; None = not given) on top, checked."""
+        return self.defaults.merged(**_options(options))
+
+    def plan(self, source: str | os.PathLike[str] | Source, *, sources_dir: str | os.PathLike[str] | None = None,
+             output: str | None = None, count_nodata_tiles: bool = False, **options: Any) -> ScanPlan:
+        """Resolve ``source`` (any input minescan reads) and the options into a plan, without scanning.
+
+        Inputs that need a VRT (a .SAFE, a STAC item, band files) get it in
+        ``sources_dir``; without one, in a temporary folder that lives as long
+        as the process.
+        """
+        source = self._source(source, sources_dir)
+        return plan_scan(source, self.options(**options), self.model, output=output, count_nodata_tiles=count_nodata_tiles)
+
+    def scan(self, source: str | os.PathLike[str] | Source | ScanPlan, *, progress: Progress | None = None,
+             cancel: threading.Event | None = None, clock: StageClock | None = None,
+             sources_dir: str | os.PathLike[str] | None = None, **options: Any) -> ScanResult:
+        """Scan one scene: a raster, a .SAFE product (folder, MTD xml, zip or subdataset), a STAC item, band files.
+
+        ``progress(done, total)`` is called as tiles finish; setting ``cancel``
+        stops the scan within a batch (:class:`~minescan.scan.stream.ScanCancelled`).
+        """
+        if isinstance(source, ScanPlan):
+            if options:
+                raise ApiError(f"scan of a ready plan takes no options (got {', '.join(sorted(options))}): plan again")
+            plan = source
+        else:
+            plan = self.plan(source, sources_dir=sources_dir, **options)
+        return self._run(plan, progress, cancel, clock)
+
+    def detect(self, array: np.ndarray, *, transform: Any = None, crs: Any = None, nodata: float | None = None,
+               name: str = "array", progress: Progress | None = None, cancel: threading.Event | None = None,
+               **options: Any) -> ScanResult:
+        """Scan an in-memory raster ``array`` [H, W, C] (C bands; [H, W] for one band) with the same plan as a file.
+
+        ``transform`` (an affine.Affine) and ``crs`` place it on the map; without
+        them the detections stay in pixels and cannot be written or projected.
+        """
+        from minescan.raster.memory import array_source
+
+        with array_source(array, transform=transform, crs=crs, nodata=nodata, name=name) as source:
+            plan = plan_scan(source, self.options(**options), self.model)
+            return self._run(plan, progress, cancel, None)
+
+    def _source(self, source: str | os.PathLike[str] | Source, sources_dir: str | os.PathLike[str] | None) -> Source:
+        if isinstance(source, Source):
+            return source
+        folder = Path(sources_dir) if sources_dir else _scratch()
+        return resolve(absolute_input(os.fspath(source), Path.cwd()), folder)
+
+    def _run(self, plan: ScanPlan, progress: Progress | None, cancel: threading.Event | None,
+             clock: StageClock | None) -> ScanResult:
+        done = 0
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, plan.tiles)
+
+        stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel)
+        return ScanResult(
+            scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
+            detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
+            skipped=stats.skipped, seconds=stats.seconds, plan=plan,
+        )
+
+
+def _options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """ScanOptions fields from keyword arguments; an unknown keyword is an error naming the known ones."""
+    from minescan.scan.plan import OPTION_NAMES
+
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise ApiError(f"unknown scan option {unknown[0]!r}; known: {', '.join(OPTION_NAMES)}")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+_SCRATCH: tempfile.TemporaryDirectory | None = None
+_SCRATCH_LOCK = threading.Lock()
+
+
+def _scratch() -> Path:
+    """A per-process folder for the VRTs of inputs scanned without a run folder (removed at exit)."""
+    global _SCRATCH
+    with _SCRATCH_LOCK:
+        if _SCRATCH is None:
+            _SCRATCH = tempfile.TemporaryDirectory(prefix="minescan-sources-")
+        folder = Path(_SCRATCH.name) / uuid.uuid4().hex[:8]
+    folder.mkdir()
+    return folder
