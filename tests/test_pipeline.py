@@ -10,7 +10,7 @@ from rasterio.transform import from_origin
 
 from minescan.engine.onnxruntime_backend import cpu_split
 from minescan.scan.pipeline import ordered_map, threaded
-from minescan.scan.stream import ScanOptions, scan_scene
+from minescan.scan.scanner import Scanner
 from minescan.engine import load_detector
 from minescan.raster.grid import TileGrid
 from minescan.raster.scene import Scene, SceneError
@@ -93,9 +93,9 @@ def test_cpu_split_fills_the_cores(monkeypatch):
 
 def test_concurrent_inference_finds_exactly_what_one_call_at_a_time_finds(make_scene, square_model):
     path, truth = make_scene(width=2000, height=1500, objects=40, seed=12, tile=256, overlap=64)
-    options = ScanOptions(bands=(3, 2, 1), tile=256, overlap=64, batch=2)
-    one = scan_scene(path, load_detector(square_model, threads=1, workers=1), options, on_tile=lambda n: None)
-    three = scan_scene(path, load_detector(square_model, threads=1, workers=3), options, on_tile=lambda n: None)
+    options = dict(bands=(3, 2, 1), tile=256, overlap=64, batch=2)
+    one = Scanner(square_model, threads=1, workers=1).scan(path, **options)
+    three = Scanner(square_model, threads=1, workers=3).scan(path, **options)
     assert load_detector(square_model, threads=1, workers=3).concurrency == 3
     assert len(one.detections) == len(truth.boxes) == 40
     np.testing.assert_array_equal(one.detections.boxes, three.detections.boxes)
@@ -189,8 +189,8 @@ def test_progress_counts_every_tile_once_including_skipped(tmp_path, square_mode
     path = tmp_path / "s.tif"
     _write(path, 1300, 1100, 256)
     ticks = []
-    result = scan_scene(path, load_detector(square_model), ScanOptions(bands=(1, 2, 3), tile=256, overlap=32), on_tile=ticks.append)
-    assert sum(ticks) == result.tiles and result.skipped > 0
+    result = Scanner(square_model).scan(path, bands=(1, 2, 3), tile=256, overlap=32, progress=lambda done, total: ticks.append(done))
+    assert ticks[-1] == result.tiles and result.skipped > 0 and ticks == sorted(set(ticks))
 
 
 def test_bench_measures_every_stage_and_writes_json(make_scene, square_model, tmp_path, capsys):
@@ -227,5 +227,5 @@ def test_the_benchmarks_null_detector_is_in_the_contract_and_finds_nothing(make_
     spec.loader.exec_module(module)
     onnx.save(module.null_detector(), str(tmp_path / "null.onnx"))
     path, truth = make_scene(width=900, height=700, objects=5, seed=2)
-    result = scan_scene(path, load_detector(tmp_path / "null.onnx"), ScanOptions(bands=(3, 2, 1), tile=256, overlap=32), on_tile=lambda n: None)
+    result = Scanner(tmp_path / "null.onnx").scan(path, bands=(3, 2, 1), tile=256, overlap=32)
     assert len(truth.boxes) == 5 and len(result.detections) == 0 and result.tiles == len(TileGrid(900, 700, 256, 32))

@@ -150,17 +150,17 @@ def test_ctrl_c_stops_the_run_and_the_same_command_resumes(scenes, square_model,
     out = tmp_path / "results"
     inputs = [str(p) for p, _ in scenes.values()]
     args = ["scan", *inputs, "--model", str(square_model), "--out-dir", str(out), *TILING]
-    scan_scene = batch.scan_scene
+    scan = batch.Scanner.scan
     calls = []
 
-    def interrupted_on_the_second(*a, on_tile=None, **k):
+    def interrupted_on_the_second(self, plan, *, progress=None, **k):
         calls.append(1)
         if len(calls) == 2:
-            on_tile(3)
+            progress(3, plan.tiles)
             raise KeyboardInterrupt
-        return scan_scene(*a, on_tile=on_tile, **k)
+        return scan(self, plan, progress=progress, **k)
 
-    monkeypatch.setattr(batch, "scan_scene", interrupted_on_the_second)
+    monkeypatch.setattr(batch.Scanner, "scan", interrupted_on_the_second)
     assert main(args) == 130
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["interrupted"] and [s["status"] for s in summary["scenes"]] == ["done", "pending", "pending"]

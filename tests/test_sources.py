@@ -8,11 +8,10 @@ import rasterio
 
 from minescan.engine import load_detector
 from minescan.results.evaluation import compare
-from minescan.runs.batch import scene_options
 from minescan.raster.sources.resolve import read_manifest, resolve
 from minescan.raster.sources.source import SourceError, common_stem
 from minescan.raster.sources.stac import gdal_href
-from minescan.scan.stream import ScanOptions, scan_scene
+from minescan.scan.scanner import Scanner
 from testkit.products import ProductSpec, write_band_files, write_safe, write_stac_item
 from minescan.synthetic.scene import SceneSpec, Truth, write_scene
 from minescan.raster.radiometry import reflectance_gain
@@ -61,13 +60,14 @@ def test_safe_product_reads_through_the_sentinel2_driver_with_its_offset(tmp_pat
 def test_safe_scan_with_and_without_the_offset(tmp_path, square_model):
     safe, truth = write_safe(tmp_path, SPEC, TRUTH)
     source = resolve(str(safe), tmp_path / "vrt")
-    detector = load_detector(square_model)
-    found = scan_scene(source.dataset, detector, scene_options(ScanOptions(), source, detector, boa_offset=True))
+    scanner = Scanner(load_detector(square_model))
+    found = scanner.scan(source)
     d = found.detections
     agreement = compare(d.boxes, d.scores, d.classes, truth.boxes, truth.classes)
     assert agreement.matched == 3 and agreement.detections == 3
-    ignored = scene_options(ScanOptions(), source, detector, boa_offset=False)
-    assert ignored.offset is None and ignored.nodata == 0.0
+    assert found.plan.origins["offset"] == "product" and found.plan.origins["nodata"] == "product"
+    ignored = scanner.plan(source, product_offset=False)
+    assert ignored.origins["offset"] == "default" and ignored.nodata == 0.0
 
 
 def test_safe_as_zip_metadata_file_and_subdataset_string(tmp_path, reference):

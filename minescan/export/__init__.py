@@ -1,7 +1,7 @@
 """Export a TF Object Detection API SavedModel to ONNX and check the export.
 
 :func:`export_onnx` converts a SavedModel whose ``serving_default`` meets the
-detector contract (:mod:`minescan.export.contract`) into an ONNX file with
+detector contract (:mod:`minescan.model.contract`) into an ONNX file with
 exactly the contract's outputs and minescan's metadata; :func:`verify_export`
 runs both on the same tiles and reports how closely they agree.
 :mod:`testkit.fixture_model` builds a random-weight Faster R-CNN
@@ -13,13 +13,14 @@ them.
 """
 
 from minescan.export.convert import DEFAULT_PREPROCESSING, ExportReport, export_onnx
-from minescan.export.detections import Detections, run_onnx, run_saved_model, synthetic_tiles
+from minescan.export.detections import run_onnx, run_saved_model, synthetic_tiles
+from minescan.model.detections import BatchDetections
 from minescan.export.errors import ExportError
 from minescan.export.verify import ParityReport, compare_detections, verify_export
 
 __all__ = [
+    "BatchDetections",
     "DEFAULT_PREPROCESSING",
-    "Detections",
     "ExportError",
     "ExportReport",
     "ParityReport",

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from minescan.export.contract import INPUT_NAME
+from minescan.model.contract import INPUT_NAME
 from minescan.export.detections import open_session, run_onnx
 from minescan.export.verify import ParityReport, compare_detections
 

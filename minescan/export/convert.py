@@ -37,7 +37,7 @@ from minescan.export.onnx_metadata import write_metadata
 from minescan.defaults import DEFAULTS
 from minescan.model.metadata import ModelMetadata, Postprocessing, Recipe
 from minescan.export._tensorflow import import_optional
-from minescan.export.contract import INPUT_NAME, OUTPUTS, TensorSpec, check_contract
+from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, TensorSpec, contract_problems
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
 from minescan.results.atomic import write_atomically
 from minescan.export.errors import ExportError
@@ -129,7 +129,7 @@ def export_onnx(
         opset=opset,
         dynamic_batch=not batch_note,
         batch_note=batch_note,
-        dropped_outputs=tuple(sorted(set(signature.function.structured_outputs) - set(OUTPUTS))),
+        dropped_outputs=tuple(sorted(set(signature.function.structured_outputs) - set(OUTPUT_NAMES))),
         nodes=len(model.graph.node),
         size_bytes=size,
         seconds=time.perf_counter() - started,
@@ -183,7 +183,7 @@ def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: in
     @tf.function(input_signature=[signature.input_spec], autograph=False)
     def contract_outputs(input_tensor: Any) -> dict[str, Any]:
         outputs = signature.function(**{INPUT_NAME: input_tensor})
-        return {name: outputs[name] for name in OUTPUTS}
+        return {name: outputs[name] for name in OUTPUT_NAMES}
 
     try:
         model, _ = tf2onnx.convert.from_function(contract_outputs, input_signature=[signature.input_spec], opset=opset)
@@ -191,7 +191,7 @@ def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: in
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"tf2onnx cannot convert {saved_model_dir} at opset {opset}: {first_line}") from exc
     # tf2onnx lists outputs alphabetically; the contract's order reads better in tools.
-    ordered = sorted(model.graph.output, key=lambda output: list(OUTPUTS).index(output.name))
+    ordered = sorted(model.graph.output, key=lambda output: OUTPUT_NAMES.index(output.name))
     del model.graph.output[:]
     model.graph.output.extend(ordered)
     return model
@@ -270,14 +270,13 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-    return TensorSpec(dtype, _dims(value) if value.type.tensor_type.HasField("shape") else None)
+    return TensorSpec(value.name, dtype, _dims(value) if value.type.tensor_type.HasField("shape") else None)
 
 
 def _check_onnx_contract(model: onnx.ModelProto) -> None:
-    inputs = {v.name: _spec(v) for v in model.graph.input}
-    outputs = {v.name: _spec(v) for v in model.graph.output}
-    problems = check_contract(inputs, outputs, "converted ONNX model")
-    extra = sorted(set(outputs) - set(OUTPUTS))
+    outputs = [_spec(v) for v in model.graph.output]
+    problems = contract_problems("converted ONNX model", [_spec(v) for v in model.graph.input], outputs, strict=True)
+    extra = sorted({v.name for v in outputs} - set(OUTPUT_NAMES))
     if extra:
         problems.append(f"converted ONNX model kept outputs outside the contract: {', '.join(extra)}")
     if problems:

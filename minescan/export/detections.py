@@ -4,59 +4,26 @@ Parity checks compare what two models detect on the same uint8 tiles.  This
 module does the running part and nothing else: :func:`run_saved_model` calls
 the SavedModel's ``serving_default`` signature (the reference),
 :func:`run_onnx` runs an ONNX file with ONNX Runtime (FP32, FP16 or INT8
-alike), and both return :class:`Detections` in the contract's layout.  The
-tiles come from the caller or from :func:`synthetic_tiles`, seeded textured
-images that avoid the flat areas whose exactly tied scores make TF and ONNX
-Runtime break NMS ties differently.
+alike), and both return a :class:`~minescan.model.detections.BatchDetections`
+in the contract's layout.  The tiles come from the caller or from
+:func:`synthetic_tiles`, seeded textured images that avoid the flat areas
+whose exactly tied scores make TF and ONNX Runtime break NMS ties differently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from minescan.export.contract import INPUT_NAME, OUTPUTS
+from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES
+from minescan.model.detections import BatchDetections
 from minescan.export.errors import ExportError
 from minescan.export.saved_model import load_serving_signature
 
 CPU = ("CPUExecutionProvider",)
-
-
-@dataclass(frozen=True, eq=False)
-class Detections:
-    """Detections for N tiles, padded to K per tile; tile i's valid entries are the first ``counts[i]``."""
-
-    boxes: np.ndarray  # [N, K, 4] float32, normalized (ymin, xmin, ymax, xmax)
-    scores: np.ndarray  # [N, K] float32
-    classes: np.ndarray  # [N, K] int64, 1-based
-    counts: np.ndarray  # [N] int64
-
-    @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> Detections:
-        """Detections from one model call's contract outputs (float classes and counts are rounded)."""
-        return cls(
-            boxes=np.asarray(outputs["detection_boxes"], np.float32),
-            scores=np.asarray(outputs["detection_scores"], np.float32),
-            classes=np.rint(outputs["detection_classes"]).astype(np.int64),
-            counts=np.rint(outputs["num_detections"]).astype(np.int64),
-        )
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[Detections]) -> Detections:
-        """The detections of consecutive calls as one set (all parts must share K)."""
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "scores", "classes", "counts")))
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    def tile(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes, scores and classes of tile ``index``'s valid detections."""
-        count = int(self.counts[index])
-        return self.boxes[index, :count], self.scores[index, :count], self.classes[index, :count]
 
 
 def synthetic_tiles(count: int = 4, size: tuple[int, int] = (256, 256), seed: int = 0) -> np.ndarray:
@@ -76,15 +43,15 @@ def synthetic_tiles(count: int = 4, size: tuple[int, int] = (256, 256), seed: in
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def run_saved_model(saved_model_dir: str | Path, tiles: np.ndarray) -> Detections:
+def run_saved_model(saved_model_dir: str | Path, tiles: np.ndarray) -> BatchDetections:
     """Detections of the SavedModel's ``serving_default`` signature, one tile per call (the OD API's batch of 1)."""
     tiles = _check_tiles(tiles)
     signature = load_serving_signature(saved_model_dir)
     parts = []
     for tile in tiles:
         outputs = signature.function(**{INPUT_NAME: tile[np.newaxis]})
-        parts.append(Detections.from_outputs({name: outputs[name].numpy() for name in OUTPUTS}))
-    return Detections.concatenate(parts)
+        parts.append(BatchDetections.from_outputs({name: outputs[name].numpy() for name in OUTPUT_NAMES}))
+    return BatchDetections.concatenate(parts)
 
 
 def run_onnx(
@@ -93,18 +60,18 @@ def run_onnx(
     *,
     batch_size: int = 1,
     providers: Sequence[str] = CPU,
-) -> Detections:
+) -> BatchDetections:
     """Detections of an ONNX model (a path, serialized bytes or an open session), ``batch_size`` tiles per call."""
     tiles = _check_tiles(tiles)
     session = model if isinstance(model, ort.InferenceSession) else open_session(model, providers)
-    missing = [name for name in OUTPUTS if name not in {o.name for o in session.get_outputs()}]
+    missing = [name for name in OUTPUT_NAMES if name not in {o.name for o in session.get_outputs()}]
     if missing:
         raise ExportError(f"ONNX model has no output {missing[0]!r} (outputs: {[o.name for o in session.get_outputs()]})")
     parts = []
     for start in range(0, len(tiles), batch_size):
-        values = session.run(list(OUTPUTS), {INPUT_NAME: tiles[start : start + batch_size]})
-        parts.append(Detections.from_outputs(dict(zip(OUTPUTS, values))))
-    return Detections.concatenate(parts)
+        values = session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles[start : start + batch_size]})
+        parts.append(BatchDetections.from_outputs(dict(zip(OUTPUT_NAMES, values))))
+    return BatchDetections.concatenate(parts)
 
 
 def open_session(model: str | Path | bytes, providers: Sequence[str] = CPU) -> ort.InferenceSession:

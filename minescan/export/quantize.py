@@ -40,7 +40,7 @@ from typing import Iterator
 import numpy as np
 import onnx
 
-from minescan.export.contract import INPUT_NAME
+from minescan.model.contract import INPUT_NAME
 from minescan.export.errors import ExportError
 from minescan.export.precision import MATRIX_OPS, name_nodes, trunk_nodes
 

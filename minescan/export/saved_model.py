@@ -2,7 +2,7 @@
 
 Both conversion and verification start here: the directory must hold a
 SavedModel TensorFlow can load, with a ``serving_default`` signature whose
-input and outputs meet :mod:`minescan.export.contract`.  Each fault is raised
+input and outputs meet :mod:`minescan.model.contract` (its strict mode).  Each fault is raised
 as an :class:`ExportError` naming the directory and the offending tensor.
 The source digest covers exactly the files that define the model (graph and
 variables), so re-exporting an unchanged SavedModel gives the same digest.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from minescan.export._tensorflow import import_optional
-from minescan.export.contract import INPUT_NAME, TensorSpec, check_contract
+from minescan.model.contract import INPUT_NAME, TensorSpec, contract_problems
 from minescan.export.errors import ExportError
 
 SIGNATURE = "serving_default"
@@ -62,9 +62,9 @@ def load_serving_signature(saved_model_dir: str | Path) -> ServingSignature:
         raise ExportError(f"SavedModel {directory} has no {SIGNATURE!r} signature (signatures: {found})")
     function = signatures[SIGNATURE]
     input_specs = function.structured_input_signature[1]
-    inputs = {name: _spec(s.dtype, s.shape) for name, s in input_specs.items()}
-    outputs = {name: _spec(t.dtype, t.shape) for name, t in function.structured_outputs.items()}
-    problems = check_contract(inputs, outputs, f"SavedModel {directory} signature {SIGNATURE!r}")
+    inputs = [_spec(name, s.dtype, s.shape) for name, s in input_specs.items()]
+    outputs = [_spec(name, t.dtype, t.shape) for name, t in function.structured_outputs.items()]
+    problems = contract_problems(f"SavedModel {directory} signature {SIGNATURE!r}", inputs, outputs, strict=True)
     if problems:
         raise ExportError("; ".join(problems))
     return ServingSignature(module, function, input_specs[INPUT_NAME])
@@ -83,8 +83,8 @@ def saved_model_sha256(saved_model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _spec(dtype: Any, shape: Any) -> TensorSpec:
-    return TensorSpec(dtype.name, None if shape.rank is None else tuple(shape.as_list()))
+def _spec(name: str, dtype: Any, shape: Any) -> TensorSpec:
+    return TensorSpec(name, dtype.name, None if shape.rank is None else tuple(shape.as_list()))
 
 
 def _first_line(exc: BaseException) -> str:

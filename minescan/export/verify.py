@@ -1,7 +1,7 @@
 """Parity between two detection sets: does an exported model detect what its source does?
 
 :func:`compare_detections` takes a reference and a candidate
-:class:`~minescan.export.detections.Detections` for the same tiles and pairs
+:class:`~minescan.model.detections.BatchDetections` for the same tiles and pairs
 them up: each reference detection at or above a score floor, highest score
 first, takes the unused candidate detection of the same class whose box is
 closest (largest coordinate difference, normalized units).  It is matched when
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minescan.export.detections import Detections, open_session, run_onnx, run_saved_model, synthetic_tiles
+from minescan.export.detections import open_session, run_onnx, run_saved_model, synthetic_tiles
+from minescan.model.detections import BatchDetections
 
 BOX_TOLERANCE = 1e-3
 SCORE_TOLERANCE = 1e-3
@@ -75,8 +76,8 @@ class ParityReport:
 
 
 def compare_detections(
-    reference: Detections,
-    candidate: Detections,
+    reference: BatchDetections,
+    candidate: BatchDetections,
     *,
     score_floor: float = SCORE_FLOOR,
     box_tolerance: float = BOX_TOLERANCE,

@@ -1,25 +1,64 @@
-"""The TF Object Detection API model contract, checked on load.
+"""The TF Object Detection API detector contract: its names, and the one check of it.
 
-What the OD API exports and tf2onnx keeps: one input ``input_tensor`` of
-uint8 [N, H, W, 3] and four outputs, ``detection_boxes`` [N, K, 4] normalized
-(ymin, xmin, ymax, xmax), ``detection_scores`` [N, K], ``detection_classes``
-[N, K] (1-based, float in real exports) and ``num_detections`` [N].  Extra
-outputs (raw boxes, anchor indices...) are allowed and ignored.  Dimensions
-may be fixed or symbolic; a fixed batch (the OD API fixes it at 1) makes the
-engine split larger batches, fixed H and W fix the tile size.
+minescan runs any model with the OD API's ``serving_default`` interface: one
+input ``input_tensor`` of uint8 [N, H, W, 3] and four outputs,
+``detection_boxes`` [N, K, 4] normalized (ymin, xmin, ymax, xmax),
+``detection_scores`` [N, K], ``detection_classes`` [N, K] (1-based, float in
+real exports) and ``num_detections`` [N].  Extra outputs (raw boxes, anchor
+indices...) are allowed; the scan ignores them and the exporter drops them.
+Dimensions may be fixed, symbolic or unknown (an unknown rank passes too: it
+cannot be checked); a fixed batch (the OD API fixes it at 1) makes the engine
+split larger batches, fixed H and W fix the tile size.
+
+One check, two modes (:func:`contract_problems` lists every problem at once):
+
+* lenient, :func:`check_contract`: what a backend checks when it loads a
+  model; any numeric output type; raises :class:`ContractError` and returns
+  the :class:`ModelSignature` (batch, tile size, K) the engine runs by;
+* strict (``strict=True``): what the exporter requires of the TF signature
+  before conversion and of the ONNX graph after it, so that every file that
+  leaves the exporter meets the contract: the OD API's float32 outputs.
+
+Element types are named as numpy does (``float32``); ONNX Runtime's and
+TensorRT's ``float``/``double`` are read as ``float32``/``float64``, while
+messages show the name the backend reported.  Pure values: no onnx or
+onnxruntime import here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 from minescan.errors import MinescanError
 
 INPUT_NAME = "input_tensor"
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-_OUTPUT_RANKS = {"detection_boxes": 3, "detection_scores": 2, "detection_classes": 2, "num_detections": 1}
-_NUMERIC = {"float", "float16", "double", "int32", "int64", "uint8", "int8", "int16", "uint16", "uint32", "uint64"}
+"""The contract's outputs (boxes, scores, classes, count) in the order minescan reads and writes them."""
+INPUT_DTYPE = "uint8"
+OUTPUT_DTYPE = "float32"
+"""The output type the strict mode requires (the OD API's)."""
+
+Dim = Union[int, str, None]
+"""A dimension: a size, a symbolic name, or None when unknown."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    rank: int
+    last_dim: int | None
+    text: str
+
+
+_INPUT_LAYOUT = _Layout(4, 3, "[batch, H, W, 3]")
+_OUTPUT_LAYOUTS: Mapping[str, _Layout] = dict(
+    zip(
+        OUTPUT_NAMES,
+        (_Layout(3, 4, "[batch, K, 4]"), _Layout(2, None, "[batch, K]"), _Layout(2, None, "[batch, K]"), _Layout(1, None, "[batch]")),
+    )
+)
+_ALIASES = {"float": "float32", "double": "float64", "half": "float16"}
+_NUMERIC = {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 
 
 class ContractError(MinescanError):
@@ -28,16 +67,21 @@ class ContractError(MinescanError):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output as a backend reports it: element type name and dims (None = symbolic)."""
+    """A model input or output as a graph or backend declares it.
+
+    ``dtype`` is the element type's name (numpy's, or ONNX Runtime's/TensorRT's
+    ``float``); ``shape`` its dims (int, a symbolic name or None when unknown),
+    or None when even the rank is unknown.
+    """
 
     name: str
     dtype: str
-    shape: tuple[int | None, ...]
+    shape: tuple[Dim, ...] | None
 
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """The contract facts of a checked model."""
+    """The contract facts of a checked model (None: not fixed)."""
 
     batch: int | None
     height: int | None
@@ -45,44 +89,81 @@ class ModelSignature:
     max_detections: int | None
 
 
-def _fixed(dim: int | None) -> int | None:
+def contract_problems(
+    where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, strict: bool = False
+) -> list[str]:
+    """Every problem that keeps a model's inputs/outputs from meeting the contract ([] when it does).
+
+    ``where`` names the model and starts each message (e.g. "SavedModel /m
+    signature 'serving_default'").  ``strict`` requires float32 outputs, as the
+    OD API exports them; otherwise any numeric type will do.
+    """
+    problems = []
+    by_name = {t.name: t for t in inputs}
+    if INPUT_NAME not in by_name:
+        problems.append(f"{where} has no input {INPUT_NAME!r} (inputs: {', '.join(sorted(by_name)) or 'none'})")
+    else:
+        spec = by_name[INPUT_NAME]
+        if _canonical(spec.dtype) != INPUT_DTYPE:
+            problems.append(f"{where} input {INPUT_NAME!r} is {spec.dtype}, expected {INPUT_DTYPE}")
+        if not _fits(spec.shape, _INPUT_LAYOUT):
+            problems.append(f"{where} input {INPUT_NAME!r} has shape {_show(spec.shape)}, expected {_INPUT_LAYOUT.text}")
+    extra = sorted(set(by_name) - {INPUT_NAME})
+    if extra:
+        problems.append(f"{where} has inputs besides {INPUT_NAME!r}: {', '.join(extra)}")
+    out_by_name = {t.name: t for t in outputs}
+    for name, layout in _OUTPUT_LAYOUTS.items():
+        if name not in out_by_name:
+            problems.append(f"{where} has no output {name!r} (outputs: {', '.join(sorted(out_by_name)) or 'none'})")
+            continue
+        spec = out_by_name[name]
+        dtype = _canonical(spec.dtype)
+        if strict and dtype != OUTPUT_DTYPE:
+            problems.append(f"{where} output {name!r} is {spec.dtype}, expected {OUTPUT_DTYPE}")
+        elif dtype not in _NUMERIC:
+            problems.append(f"{where} output {name!r} is {spec.dtype}, expected a numeric type")
+        if not _fits(spec.shape, layout):
+            problems.append(f"{where} output {name!r} has shape {_show(spec.shape)}, expected {layout.text}")
+    return problems
+
+
+def check_contract(
+    where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *, strict: bool = False
+) -> ModelSignature:
+    """Check a model; raise :class:`ContractError` with every problem (one line) or return its signature."""
+    problems = contract_problems(where, inputs, outputs, strict=strict)
+    if problems:
+        raise ContractError("; ".join(problems))
+    image = next(t for t in inputs if t.name == INPUT_NAME).shape
+    boxes = next(t for t in outputs if t.name == "detection_boxes").shape
+    return ModelSignature(
+        batch=_fixed(image, 0),
+        height=_fixed(image, 1),
+        width=_fixed(image, 2),
+        max_detections=_fixed(boxes, 1),
+    )
+
+
+def _canonical(dtype: str) -> str:
+    return _ALIASES.get(dtype, dtype)
+
+
+def _fixed(shape: tuple[Dim, ...] | None, axis: int) -> int | None:
+    dim = None if shape is None else shape[axis]
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def check_contract(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> ModelSignature:
-    """Check a model's inputs and outputs; raise :class:`ContractError` naming what is wrong."""
-    by_name = {t.name: t for t in inputs}
-    if INPUT_NAME not in by_name:
-        found = ", ".join(t.name for t in inputs) or "none"
-        raise ContractError(f"{model}: no input {INPUT_NAME!r} (inputs: {found})")
-    extra = [t.name for t in inputs if t.name != INPUT_NAME]
-    if extra:
-        raise ContractError(f"{model}: unexpected extra inputs {extra}; the contract has only {INPUT_NAME!r}")
-    image = by_name[INPUT_NAME]
-    if image.dtype != "uint8":
-        raise ContractError(f"{model}: input {INPUT_NAME!r} is {image.dtype}, the contract needs uint8")
-    if len(image.shape) != 4:
-        raise ContractError(f"{model}: input {INPUT_NAME!r} has rank {len(image.shape)}, the contract needs [N, H, W, 3]")
-    if _fixed(image.shape[3]) not in (None, 3):
-        raise ContractError(f"{model}: input {INPUT_NAME!r} has {image.shape[3]} channels, the contract needs 3 (RGB)")
+def _fits(shape: tuple[Dim, ...] | None, layout: _Layout) -> bool:
+    # Unknown ranks and symbolic or unknown sizes cannot be checked, so they pass.
+    if shape is None:
+        return True
+    if len(shape) != layout.rank:
+        return False
+    last = shape[-1]
+    return layout.last_dim is None or not isinstance(last, int) or last <= 0 or last == layout.last_dim
 
-    out_by_name = {t.name: t for t in outputs}
-    missing = [n for n in OUTPUT_NAMES if n not in out_by_name]
-    if missing:
-        found = ", ".join(t.name for t in outputs) or "none"
-        raise ContractError(f"{model}: missing output(s) {', '.join(missing)} (outputs: {found})")
-    for name, rank in _OUTPUT_RANKS.items():
-        spec = out_by_name[name]
-        if spec.dtype not in _NUMERIC:
-            raise ContractError(f"{model}: output {name!r} is {spec.dtype}, the contract needs a numeric tensor")
-        if len(spec.shape) != rank:
-            raise ContractError(f"{model}: output {name!r} has rank {len(spec.shape)}, the contract needs rank {rank}")
-    box_dims = out_by_name["detection_boxes"].shape
-    if _fixed(box_dims[2]) not in (None, 4):
-        raise ContractError(f"{model}: output 'detection_boxes' has last dimension {box_dims[2]}, the contract needs 4")
-    return ModelSignature(
-        batch=_fixed(image.shape[0]),
-        height=_fixed(image.shape[1]),
-        width=_fixed(image.shape[2]),
-        max_detections=_fixed(box_dims[1]),
-    )
+
+def _show(shape: tuple[Dim, ...] | None) -> str:
+    if shape is None:
+        return "unknown"
+    return "[" + ", ".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in shape) + "]"

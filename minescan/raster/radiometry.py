@@ -1,31 +1,65 @@
 """Radiometry: from the scene's pixel values to the uint8 RGB a model takes.
 
-uint8 scenes pass through unchanged.  uint16 Sentinel-2 digital numbers
-become reflectance ``(DN + offset) / scale`` (scale 10000; offset 0, or the
-product's BOA_ADD_OFFSET, e.g. -1000, for L2A from processing baseline
-04.00), then the usual true-colour rendering ``clip(reflectance * gain, 0, 1)
-* 255`` with gain 2.5.  A percentile stretch instead maps each band's low and
-high percentile, measured once over the whole scene (never per tile, which
-would render neighbouring tiles differently), to 0 and 255.  Nodata pixels
-become 0 in every band.
+uint8 scenes pass through unchanged.  Any other integer or float data is
+taken as reflectance ``(value + offset) / scale`` (Sentinel-2 DN: scale 10000;
+offset 0, or the product's BOA_ADD_OFFSET, e.g. -1000, for L2A from
+processing baseline 04.00; float exports of reflectance 0-1 from SNAP, openEO
+or Earth Engine: scale 1), then the usual true-colour rendering
+``clip(reflectance * gain, 0, 1) * 255`` with gain 2.5.  A percentile stretch
+instead maps each band's low and high percentile, measured once over the
+whole scene (never per tile, which would render neighbouring tiles
+differently), to 0 and 255.  Nodata pixels become 0 in every band; so do NaN
+pixels, whatever the nodata mask says.
+
+Both are one linear map per band (:class:`Radiometry`), evaluated two ways
+with the same rounding, ``floor(clip(x, 0, 255) + 0.5)``:
+
+- 8 and 16 bit integers (uint8, uint16, int8, int16): a lookup table per
+  band, indexed by the value's bit pattern (signed data is viewed as
+  unsigned, no copy); measured 1.5x faster than the formula (2.2 vs 3.3 ms
+  per 640 px uint16 tile).
+- 32 and 64 bit integers and floats: the formula, vectorised in one work
+  buffer per call (float32 for float32 data, else float64); NaN renders 0
+  and +-inf 255 / 0.
+
+Complex and boolean data cannot be rendered (:func:`renderable`).
+:func:`default_scale` tells reflectance 0-1 from DN in float data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from minescan.defaults import DEFAULTS
 from minescan.errors import MinescanError
+
+# Integer types rendered through a table: at most 65536 entries per band.
+_TABLE_DTYPES = frozenset(np.dtype(t) for t in (np.uint8, np.uint16, np.int8, np.int16))
 
 
 class RadiometryError(MinescanError):
     """Settings or data the radiometric conversion cannot handle."""
 
 
+def renderable(dtype: Any) -> bool:
+    """Whether :class:`Radiometry` can render data of ``dtype``: real integers and floats.
+
+    ``dtype`` may be anything :func:`numpy.dtype` takes, or a GDAL type name
+    numpy does not know (rasterio's ``complex_int16``), which is not renderable.
+    """
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        return False
+    return kind in "iuf"
+
+
 @dataclass(frozen=True)
 class Radiometry:
-    """A linear map per band, ``uint8 = clip((value - low) / (high - low), 0, 1) * 255``.
+    """A linear map per band, ``uint8 = floor(clip((value - low) / (high - low), 0, 1) * 255 + 0.5)``.
 
     ``low`` and ``high`` hold one value per band, in the data's own units.
     ``passthrough`` marks uint8 data, which is used as it is.
@@ -37,60 +71,148 @@ class Radiometry:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, data: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
-        """Bands-first ``data`` [B, H, W] to bands-last uint8 [H, W, B]; ``nodata`` (bool [H, W]) to 0."""
+        """Bands-first ``data`` [B, H, W] to bands-last uint8 [H, W, B]; ``nodata`` (bool [H, W]) to 0.
+
+        ``data`` is not modified.
+        """
+        dtype = data.dtype
+        if not renderable(dtype):
+            raise RadiometryError(f"cannot render {dtype} data; minescan renders integer or float data")
         rgb = np.empty(data.shape[1:] + data.shape[:1], np.uint8)
         if self.passthrough:
             for band in range(data.shape[0]):
                 rgb[..., band] = data[band]
-        else:
-            # A 65536-entry table per band turns the float formula into one gather per
-            # pixel: measured 1.5x faster than evaluating it per pixel (2.2 vs 3.3 ms per
-            # 640 px tile), identical output.
-            tables = self._tables(data.dtype)
+        elif dtype in _TABLE_DTYPES:
+            # A table per band turns the float formula into one gather per pixel: measured
+            # 1.5x faster than evaluating it per pixel (2.2 vs 3.3 ms per 640 px tile),
+            # identical output.  Signed data indexes by its bit pattern (a view, no copy).
+            tables = self._tables(dtype)
+            index = data.view(np.dtype(f"u{dtype.itemsize}")) if dtype.kind == "i" else data
             for band in range(data.shape[0]):
-                np.take(tables[band], data[band], out=rgb[..., band])
+                np.take(tables[band], index[band], out=rgb[..., band])
+        else:
+            self._formula(data, rgb)
         if nodata is not None:
             rgb[nodata] = 0
         return rgb
 
+    def _spans(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.asarray(self.low, np.float64)
+        return low, 255.0 / (np.asarray(self.high, np.float64) - low)
+
     def _tables(self, dtype: np.dtype) -> np.ndarray:
-        if np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(np.uint16)):
-            raise RadiometryError(f"cannot render {np.dtype(dtype)} data; minescan reads uint8 or uint16")
-        key = np.dtype(dtype).str
+        """[B, 2**bits] uint8: entry ``u`` renders the value whose bit pattern is ``u``."""
+        key = dtype.str
         if key not in self._cache:
-            values = np.arange(np.iinfo(dtype).max + 1, dtype=np.float64)
-            low = np.asarray(self.low, np.float64)[:, None]
-            span = (np.asarray(self.high, np.float64) - np.asarray(self.low, np.float64))[:, None]
-            scaled = np.clip((values[None, :] - low) * (255.0 / span), 0.0, 255.0)
+            patterns = np.arange(2 ** (8 * dtype.itemsize), dtype=np.dtype(f"u{dtype.itemsize}"))
+            values = patterns.view(dtype).astype(np.float64)
+            low, factor = self._spans()
+            scaled = np.clip((values[None, :] - low[:, None]) * factor[:, None], 0.0, 255.0)
             self._cache[key] = np.floor(scaled + 0.5).astype(np.uint8)
         return self._cache[key]
 
+    def _formula(self, data: np.ndarray, rgb: np.ndarray) -> None:
+        """The map evaluated per pixel into ``rgb``, in one work buffer; NaN -> 0."""
+        work_dtype = np.float32 if data.dtype == np.float32 else np.float64
+        work = np.empty(data.shape[1:], work_dtype)
+        low, factor = self._spans()
+        for band in range(data.shape[0]):
+            np.subtract(data[band], work_dtype(low[band]), out=work, dtype=work_dtype, casting="unsafe")
+            np.multiply(work, work_dtype(factor[band]), out=work)
+            work += work_dtype(0.5)
+            # fmax/fmin return the number where the other operand is NaN: NaN -> 0.5 -> 0.
+            # Clipping to [0.5, 255.5] and truncating is floor(clip(x, 0, 255) + 0.5), as the tables.
+            np.fmax(work, work_dtype(0.5), out=work)
+            np.fmin(work, work_dtype(255.5), out=work)
+            np.copyto(rgb[..., band], work, casting="unsafe")
 
-def reflectance_gain(bands: int, *, gain: float = 2.5, offset: float = 0.0, scale: float = 10000.0) -> Radiometry:
-    """Sentinel-2 true colour: DN to reflectance ``(DN + offset) / scale``, times ``gain``."""
-    if gain <= 0:
+
+def reflectance_gain(bands: int, *, gain: float = DEFAULTS.gain, offset: float = DEFAULTS.offset,
+                     scale: float = DEFAULTS.scale) -> Radiometry:
+    """True colour: values to reflectance ``(value + offset) / scale``, times ``gain``."""
+    if not np.isfinite(gain) or gain <= 0:
         raise RadiometryError(f"gain must be positive, got {gain}")
-    if scale <= 0:
+    if not np.isfinite(scale) or scale <= 0:
         raise RadiometryError(f"scale must be positive, got {scale}")
+    if not np.isfinite(offset):
+        raise RadiometryError(f"offset must be finite, got {offset}")
     low = -offset
     high = scale / gain - offset
     return Radiometry((low,) * bands, (high,) * bands)
 
 
 def percentile_stretch(sample: np.ndarray, valid: np.ndarray, low_pct: float = 2.0, high_pct: float = 98.0) -> Radiometry:
-    """Per-band stretch from a scene-wide ``sample`` [B, H, W] and its ``valid`` mask [H, W]."""
+    """Per-band stretch from a scene-wide ``sample`` [B, H, W] and its ``valid`` mask [H, W].
+
+    Works for every renderable dtype; NaN and infinite values are left out
+    whatever ``valid`` says.  A band whose two percentiles coincide gets a span of
+    one unit of the data (or, for floats, a millionth of the value) so that the
+    map stays defined.
+    """
     if not 0 <= low_pct < high_pct <= 100:
         raise RadiometryError(f"percentiles must satisfy 0 <= low < high <= 100, got {low_pct}, {high_pct}")
-    if not valid.any():
-        raise RadiometryError("cannot stretch: the scene has no valid pixels")
+    floating = sample.dtype.kind == "f"
     lows, highs = [], []
     for band in sample:
-        lo, hi = np.percentile(band[valid], [low_pct, high_pct])
-        lows.append(float(lo))
-        highs.append(float(hi) if hi > lo else float(lo) + 1.0)
+        values = band[valid]
+        if floating:
+            values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise RadiometryError("cannot stretch: the scene has no valid pixels")
+        lo, hi = (float(v) for v in np.percentile(values, [low_pct, high_pct]))
+        if not hi > lo:
+            hi = lo + (max(abs(lo) * 1e-6, 1e-12) if floating else 1.0)
+        lows.append(lo)
+        highs.append(hi)
     return Radiometry(tuple(lows), tuple(highs))
 
 
 def passthrough(bands: int) -> Radiometry:
     """uint8 data used as it is."""
     return Radiometry((0.0,) * bands, (255.0,) * bands, passthrough=True)
+
+
+def default_scale(sample: np.ndarray, valid: np.ndarray, *, ceiling: float = DEFAULTS.reflectance_ceiling,
+                  dn_scale: float = DEFAULTS.scale) -> tuple[float, str]:
+    """(scale, reason) for float data: reflectance 0-1 gets scale 1, DN gets ``dn_scale``.
+
+    ``sample`` [B, H, W] is a scene-wide sample (e.g. :meth:`Scene.overview`)
+    and ``valid`` [H, W] its valid pixels.  The data hold reflectance when the
+    99th percentile of the valid, finite values over all bands is at most
+    ``ceiling`` (reflectance rarely exceeds 1; DN of anything but deep shadow
+    and water are in the hundreds).  The reason is a short phrase for the
+    scan plan, e.g. ``reflectance (99th percentile 0.31 <= 2)``.
+    """
+    values = sample[:, valid]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float(dn_scale), "no valid pixels to tell reflectance from DN; DN assumed"
+    p99 = float(np.percentile(values, 99))
+    if p99 <= ceiling:
+        return 1.0, f"reflectance (99th percentile {p99:.3g} <= {ceiling:g})"
+    return float(dn_scale), f"DN (99th percentile {p99:.4g} > {ceiling:g})"
+
+
+def radiometry_for(dtype: Any, bands: int, *, gain: float = DEFAULTS.gain, offset: float = DEFAULTS.offset,
+                   scale: float = DEFAULTS.scale, stretch: tuple[float, float] | None = None,
+                   sample: tuple[np.ndarray, np.ndarray] | None = None) -> Radiometry:
+    """The rendering of ``bands`` bands of ``dtype`` data, from settings already resolved.
+
+    - uint8: passed through (``gain``, ``offset``, ``scale`` and ``stretch`` do not apply);
+    - ``stretch`` (low, high percentiles): :func:`percentile_stretch` over ``sample``,
+      given as (data [B, H, W], nodata [H, W], True = nodata), e.g. ``(o.data, o.nodata)``
+      of ``o = scene.overview()``;
+    - otherwise :func:`reflectance_gain` with ``gain``, ``offset``, ``scale``.
+
+    It does not pick the scale of float data: call :func:`default_scale` for that.
+    """
+    if not renderable(dtype):
+        raise RadiometryError(f"cannot render {dtype} data; minescan renders integer or float data")
+    if np.dtype(dtype) == np.uint8:
+        return passthrough(bands)
+    if stretch is not None:
+        if sample is None:
+            raise RadiometryError("a percentile stretch needs a scene-wide sample")
+        data, nodata = sample
+        return percentile_stretch(data, ~nodata, *stretch)
+    return reflectance_gain(bands, gain=gain, offset=offset, scale=scale)

@@ -1,12 +1,22 @@
 """A georeferenced scene, read one tile window at a time.
 
-:class:`Scene` opens a GeoTIFF/COG (or anything GDAL reads) with rasterio,
-checks that it can be scanned (readable, georeferenced, the chosen bands
-exist, a supported data type) and reads tile windows, never the whole
-raster.  Bands are chosen by 1-based index; by default the red, green and
-blue bands are found from the colour interpretation or from band
-descriptions such as ``B04``/``B4``.  Nodata comes from the dataset's nodata
-value, a per-dataset mask or alpha band, or an explicit value.
+:class:`Scene` opens a GeoTIFF/COG (or anything GDAL reads: a local file, or
+a GDAL dataset name such as ``/vsimem/...``, ``/vsizip/...``, ``/vsicurl/...``
+or a ``SENTINEL2_L2A:...`` subdataset; only plain local paths are checked
+for existence) with rasterio, checks that it can be scanned (readable,
+georeferenced by a geotransform, the chosen bands exist, one data type that
+:mod:`~minescan.raster.radiometry` renders: any real integer or float) and
+reads tile windows, never the whole raster.  Bands are chosen by 1-based
+index; by default the red, green and blue bands are found from the colour
+interpretation or from band descriptions such as ``B04``/``B4``.
+
+Nodata comes from an explicit value, else the dataset's nodata value, else a
+per-dataset mask or alpha band.  In float data NaN pixels are nodata whatever
+else says so (a NaN nodata value included, which ``==`` never matches).
+Every error is one line naming the dataset; a failed read carries GDAL's own
+reason (e.g. ``TIFFFillTile:Read error at row 512 ...; got 360828 bytes,
+expected 360842`` for a truncated file), not rasterio's "see previous
+exception".
 """
 
 from __future__ import annotations
@@ -25,13 +35,22 @@ from rasterio.windows import Window
 
 from minescan.errors import MinescanError
 from minescan.raster.grid import Tile
+from minescan.raster.radiometry import renderable
 
-SUPPORTED_DTYPES = ("uint8", "uint16")
 _DESCRIPTION_BANDS = {"red": r"B0?4", "green": r"B0?3", "blue": r"B0?2"}
+# GDAL names that are not local files: virtual file systems, URLs, DRIVER:... subdatasets.
+# A driver prefix has at least two characters, so a Windows drive letter (C:) is a path.
+_NOT_A_FILE = re.compile(r"^(/vsi[a-z0-9_]*/|[A-Za-z][A-Za-z0-9+.-]*://|[A-Za-z][A-Za-z0-9_]+:)")
+# rasterio's wrapper around the GDAL error it chains as the cause.
+_GENERIC = ("Read failed. See previous exception", "Read or write failed. See previous exception")
 
 
 class SceneError(MinescanError):
     """A scene that cannot be scanned."""
+
+
+class UnsupportedDtypeError(SceneError):
+    """Bands of a data type the rendering cannot serve (complex, boolean)."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +77,61 @@ def pad_tile(tile: Tile, data: np.ndarray, nodata: np.ndarray) -> TileData:
     return TileData(tile, data, nodata)
 
 
-def _short(exc: Exception) -> str:
+def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """The innermost reason GDAL gave for ``exc``, as one short line.
+
+    rasterio raises "Read failed. See previous exception for details." with
+    GDAL's errors chained below it (``__cause__``/``__context__``), outermost
+    first: "x.tif, band 1: IReadBlock failed at X offset 3, Y offset 1:
+    TIFFReadEncodedTile() failed.", "TIFFReadEncodedTile() failed.",
+    "TIFFFillTile:Read error at row 512, col 512, tile 7; got 360828 bytes,
+    expected 360842".  The last one says what is wrong.
+    """
+    reasons: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = _short(current)
+        if not text.startswith(_GENERIC):
+            reasons.append(text)
+        current = current.__cause__ or current.__context__
+    return reasons[-1] if reasons else _short(exc)
+
+
+def is_local_path(dataset: str | os.PathLike[str]) -> bool:
+    """Whether ``dataset`` names a plain local file (not ``/vsi...``, a URL or a ``DRIVER:...`` subdataset)."""
+    if not isinstance(dataset, str):
+        return True
+    return _NOT_A_FILE.match(dataset) is None
+
+
+def dataset_name(dataset: str) -> str:
+    """A short name for a dataset: the file name, or a subdataset's file name with its suffix.
+
+    ``/data/x.tif`` -> ``x.tif``; ``/vsizip/a.zip/b/x.tif`` -> ``x.tif``;
+    ``/vsicurl/https://h/x.tif?sig=1`` -> ``x.tif``;
+    ``SENTINEL2_L2A:/p/MTD_MSIL2A.xml:10m:EPSG_32633`` -> ``MTD_MSIL2A.xml:10m:EPSG_32633``.
+    """
+    if is_local_path(dataset):
+        return Path(dataset).name
+    name = dataset.split("?", 1)[0].rstrip("/")
+    return name.rsplit("/", 1)[-1] or dataset
+
+
+def _origin(bands_origin: str | None) -> str:
+    """`` (from the model)`` for ``model``, `` (from the model's recipe)`` for ``the model's recipe``."""
+    if not bands_origin:
+        return ""
+    words = bands_origin.strip()
+    if " " not in words and not words.startswith(("the ", "a ", "an ")):
+        words = f"the {words}"
+    return f" (from {words})"
 
 
 def default_rgb_bands(src: DatasetReader) -> tuple[int, int, int] | None:
@@ -82,8 +153,31 @@ def default_rgb_bands(src: DatasetReader) -> tuple[int, int, int] | None:
     return None
 
 
+def _comparable_nodata(nodata: float | None, dtype: np.dtype) -> np.ndarray | None:
+    """The nodata value in the data's type, or None where no pixel can equal it.
+
+    None for no nodata, NaN (masked as NaN instead), and integer data whose
+    nodata is fractional or outside the type's range (a cast would wrap it onto
+    a real value).
+    """
+    if nodata is None or np.isnan(nodata):
+        return None
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+            return None
+    return np.asarray(nodata, dtype)
+
+
 class Scene:
-    """An open, checked scene; use as a context manager or call :meth:`close`."""
+    """An open, checked scene; use as a context manager or call :meth:`close`.
+
+    ``path`` is a local file or any GDAL dataset name (see the module
+    docstring).  ``bands`` are 1-based indexes of red, green, blue (default:
+    found from the raster); ``bands_origin`` says where they came from
+    ("model", "the model's recipe", "product", "option"...) for the error
+    message if one does not exist.  ``nodata`` overrides the raster's nodata.
+    """
 
     def __init__(
         self,
@@ -91,48 +185,71 @@ class Scene:
         *,
         bands: tuple[int, ...] | None = None,
         nodata: float | None = None,
+        bands_origin: str | None = None,
     ) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise SceneError(f"scene not found: {self.path}")
+        local = is_local_path(path)
+        self.dataset: str = os.fspath(path)
+        # A Path of a GDAL name like /vsicurl/https://h/x.tif would lose a slash: keep the string.
+        self.path = Path(self.dataset)
+        if local and not self.path.exists():
+            raise SceneError(f"scene not found: {self.dataset}")
+        self._name = dataset_name(self.dataset)
         try:
-            self._src: DatasetReader = rasterio.open(self.path)
+            self._src: DatasetReader = rasterio.open(self.dataset)
         except RasterioError as exc:
-            raise SceneError(f"{self.path}: not a readable raster ({_short(exc)})") from exc
+            what = "not a readable raster" if local else "cannot be opened"
+            raise SceneError(f"{self.dataset}: {what} ({gdal_reason(exc)})") from exc
         try:
-            self._check(bands, nodata)
+            self._check(bands, nodata, bands_origin)
         except SceneError:
             self._src.close()
             raise
 
-    def _check(self, bands: tuple[int, ...] | None, nodata: float | None) -> None:
+    def _check(self, bands: tuple[int, ...] | None, nodata: float | None, bands_origin: str | None) -> None:
         src = self._src
+        where = self.dataset
         if src.count == 0:
-            raise SceneError(f"{self.path}: has no raster bands (a .SAFE product? open its 10 m subdataset)")
+            raise SceneError(f"{where}: has no raster bands (a .SAFE product? open its 10 m subdataset)")
         if src.width == 0 or src.height == 0:
-            raise SceneError(f"{self.path}: is empty ({src.width} x {src.height} px)")
+            raise SceneError(f"{where}: is empty ({src.width} x {src.height} px)")
+        if src.transform.is_identity:
+            gcps = src.gcps[0]
+            if gcps:
+                raise SceneError(
+                    f"{where}: is georeferenced only by {len(gcps)} ground control points; warp it to a geotransform "
+                    f"first (e.g. gdalwarp -r near {self._name} warped.tif)"
+                )
         if src.crs is None or src.transform.is_identity:
-            raise SceneError(f"{self.path}: has no georeferencing (no CRS or geotransform); results could not be placed on a map")
+            raise SceneError(f"{where}: has no georeferencing (no CRS or geotransform); results could not be placed on a map")
         if bands is None:
             bands = default_rgb_bands(src)
             if bands is None:
                 raise SceneError(
-                    f"{self.path}: cannot tell which of its {src.count} bands are red, green, blue; pass --bands (e.g. 3,2,1)"
+                    f"{where}: cannot tell which of its {src.count} bands are red, green, blue; "
+                    "give its red, green, blue band indexes, e.g. 3,2,1"
                 )
+            bands_origin = None
+        origin = _origin(bands_origin)
         if len(bands) != 3:
-            raise SceneError(f"--bands needs exactly 3 band indexes (red, green, blue), got {list(bands)}")
+            raise SceneError(f"{where}: bands {list(bands)}{origin} must be exactly 3 indexes (red, green, blue)")
         bad = [b for b in bands if not 1 <= b <= src.count]
         if bad:
-            raise SceneError(f"band {bad[0]} out of range: {self.path.name} has {src.count} band(s)")
+            count = f"{src.count} band" if src.count == 1 else f"{src.count} bands"
+            raise SceneError(f"band {bad[0]}{origin} is out of range: {self._name} has {count}")
         dtypes = {src.dtypes[b - 1] for b in bands}
-        unsupported = dtypes - set(SUPPORTED_DTYPES)
-        if unsupported or len(dtypes) > 1:
-            raise SceneError(
-                f"{self.path}: bands {list(bands)} are {'/'.join(sorted(dtypes))}; minescan reads {' or '.join(SUPPORTED_DTYPES)}"
+        unserved = sorted(d for d in dtypes if not renderable(d))
+        if unserved:
+            raise UnsupportedDtypeError(
+                f"{where}: bands {list(bands)} are {'/'.join(unserved)}, which minescan cannot render (it reads "
+                "integer or float bands)"
             )
+        if len(dtypes) > 1:
+            raise SceneError(f"{where}: bands {list(bands)} mix data types {'/'.join(sorted(dtypes))}; they must share one")
         self.bands = tuple(bands)
         self.dtype = dtypes.pop()
         self.nodata = nodata if nodata is not None else src.nodata
+        self._floating = np.dtype(self.dtype).kind == "f"
+        self._nodata_value = _comparable_nodata(self.nodata, np.dtype(self.dtype))
         flags = src.mask_flag_enums[bands[0] - 1]
         self._dataset_mask = self.nodata is None and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags)
 
@@ -159,23 +276,28 @@ class Scene:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The dataset's short name (see :func:`dataset_name`)."""
+        return self._name
 
-    def _nodata_mask(self, data: np.ndarray, window: Window, handle: DatasetReader) -> np.ndarray:
-        if self.nodata is not None:
-            # Band by band into one mask: a third of the memory traffic of (data == v).any(axis=0).
-            value = np.asarray(self.nodata, data.dtype)
-            mask = np.equal(data[0], value)
+    def _nodata_mask(self, data: np.ndarray, window: Window, handle: DatasetReader,
+                     out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        # Band by band into one mask: a third of the memory traffic of (data == v).any(axis=0).
+        if self._nodata_value is not None:
+            mask = np.equal(data[0], self._nodata_value)
             for band in data[1:]:
-                mask |= band == value
-            return mask
-        if self._dataset_mask:
-            return handle.read_masks(self.bands[0], window=window) == 0
-        return np.zeros(data.shape[1:], bool)
+                mask |= band == self._nodata_value
+        elif self._dataset_mask:
+            mask = handle.read_masks(self.bands[0], window=window, out_shape=out_shape) == 0
+        else:
+            mask = np.zeros(data.shape[1:], bool)
+        if self._floating:  # NaN is nodata whatever the nodata value (NaN itself never compares equal)
+            for band in data:
+                mask |= np.isnan(band)
+        return mask
 
     def open_handle(self) -> DatasetReader:
         """Another handle on the same raster, for a reader thread (a handle is not thread-safe)."""
-        return rasterio.open(self.path)
+        return rasterio.open(self.dataset)
 
     def read_window(self, window: Window, handle: DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The chosen bands [B, h, w] and nodata mask [h, w] of a window inside the scene."""
@@ -185,7 +307,7 @@ class Scene:
             return data, self._nodata_mask(data, window, handle)
         except RasterioError as exc:
             raise SceneError(
-                f"{self.path}: read failed at pixel ({int(window.col_off)}, {int(window.row_off)}): {_short(exc)}"
+                f"{self.dataset}: read failed at pixel ({int(window.col_off)}, {int(window.row_off)}): {gdal_reason(exc)}"
             ) from exc
 
     def read(self, tile: Tile) -> TileData:
@@ -200,15 +322,12 @@ class Scene:
         """
         factor = max(1, -(-max(self.width, self.height) // max_size))
         shape = (len(self.bands), max(1, self.height // factor), max(1, self.width // factor))
+        window = Window(0, 0, self.width, self.height)
         try:
             data = self._src.read(self.bands, out_shape=shape, resampling=Resampling.nearest)
+            nodata = self._nodata_mask(data, window, self._src, out_shape=shape[1:])
         except RasterioError as exc:
-            raise SceneError(f"{self.path}: read failed: {_short(exc)}") from exc
-        window = Window(0, 0, self.width, self.height)
-        if self._dataset_mask:
-            nodata = self._src.read_masks(self.bands[0], out_shape=shape[1:], window=window) == 0
-        else:
-            nodata = self._nodata_mask(data, window, self._src)
+            raise SceneError(f"{self.dataset}: read failed: {gdal_reason(exc)}") from exc
         whole = Tile(0, 0, 0, 0, self.width, self.height, self.width, self.height, False, False, False, False)
         return TileData(whole, data, nodata)
 

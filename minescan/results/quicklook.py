@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minescan.runs.outdir import write_atomic
+from minescan.results.atomic import write_atomically
 from minescan.results.png import encode_png
 from minescan.raster.radiometry import percentile_stretch
 from minescan.raster.scene import Scene
-from minescan.scan.stitch import SceneDetections
+from minescan.model.detections import SceneDetections
 
 # Class 1, 2, ...: yellow, cyan, magenta, orange, lime; repeats beyond.
 _COLOURS = np.array([(255, 230, 0), (0, 230, 255), (255, 0, 200), (255, 128, 0), (128, 255, 0)], np.uint8)
@@ -61,4 +61,6 @@ def write_quicklook(
 ) -> Path:
     """Render the scene at ``dataset`` with ``detections`` and write it as a PNG at ``path``."""
     with Scene(dataset, bands=bands, nodata=nodata) as scene:
-        return write_atomic(path, encode_png(render(scene, detections, max_size)))
+        image = render(scene, detections, max_size)
+    write_atomically(path, encode_png(image))
+    return Path(path)

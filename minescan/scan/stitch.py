@@ -39,13 +39,19 @@ at 0.5 (the false positives were such cross-tile twins), 0.94-0.98 at 0.4,
 recall 0.98-1.00 at both.  A detector's own NMS usually suppresses at 0.4-0.6,
 and SAHI matches at intersection-over-smaller 0.5 (IoU 0.33 for equal boxes).
 
+The rule is written once, :func:`may_match` (which pairs are compared at
+all) and :func:`same_object` (vectorised over pairs), and used twice: to
+group candidates that may be one object, so that :meth:`Stitcher.flush` can
+settle groups lying wholly above a row, and by the greedy pass above within
+a group (the containment tested for the candidate only).
+
 Once every object is settled, ``drop_parts`` (if set) drops boxes that are a
 part of a larger object of another class (:mod:`minescan.scan.parts`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,7 +64,8 @@ from minescan.scan.parts import part_mask
 if TYPE_CHECKING:
     from minescan.raster.strips import RowEnd
 
-__all__ = ["SceneDetections", "StitchSettings", "Stitcher", "components", "cut_edges", "same_object"]
+# SceneDetections lives in minescan.model.detections; re-exported for existing importers.
+__all__ = ["SceneDetections", "StitchSettings", "Stitcher", "components", "cut_edges", "may_match", "same_object"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ def _area(boxes: np.ndarray) -> np.ndarray:
 def may_match(same_class: np.ndarray, same_tile: np.ndarray, class_agnostic: bool) -> np.ndarray:
     """Which pairs the rule compares at all: one class (any with ``class_agnostic``), and not two boxes
     of one class from one tile (the model has already chosen between those)."""
-    return (same_class | class_agnostic) & ~(same_class & same_tile)
+    return np.logical_and(np.logical_or(same_class, class_agnostic), np.logical_not(np.logical_and(same_class, same_tile)))
 
 
 def same_object(
@@ -164,8 +171,13 @@ def components(count: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 @dataclass
 class _Object:
     box: np.ndarray
+    window: np.ndarray
     score: float
     klass: int
+    cut: bool
+    tiles: set[int] = field(default_factory=set)
+    first: int = -1  # the candidate that started it
+    merged: bool = False  # box and window grown by merging cut boxes
 
 
 class Stitcher:
@@ -245,11 +257,10 @@ class Stitcher:
     def _resolve(self, boxes, scores, classes, cut, windows, tiles) -> list[_Object]:
         """The greedy rule of the module docstring over one set of candidates.
 
-        Each object keeps its box, window (both grow when cut boxes merge),
-        class, best score, whether it is cut, and the tiles it was seen by;
-        a candidate joins the first of the objects it intersects (in order
-        of creation) that :func:`may_match` and :func:`same_object` accept,
-        testing the containment of the candidate only.
+        A candidate joins the first object (in order of creation) among those
+        holding a box it intersects that :func:`may_match` and
+        :func:`same_object` accept, the containment tested for the candidate
+        only; else it starts a new object.
         """
         if not len(boxes):
             return []
@@ -261,31 +272,36 @@ class Stitcher:
         by_left = np.argsort(left, kind="stable")
         left, right = left[by_left], right[by_left]
         starts = np.searchsorted(left, np.arange(len(boxes) + 1))
+        # The rule for every intersecting pair at once; an object still as its first box made it
+        # (not merged) is judged from this table, a merged one afresh.
+        judged = same_object(boxes[left], windows[left], cut[left], boxes[right], windows[right], np.False_, s)
         owner = np.full(len(boxes), -1)
-        # Objects as rows: at most one per candidate.
-        box, window = np.empty_like(boxes), np.empty_like(windows)
-        score, klass = np.empty(len(boxes), np.float64), np.empty(len(boxes), classes.dtype)
-        is_cut, seen_by = np.empty(len(boxes), bool), []
-        count = 0
+        objects: list[_Object] = []
         for i in order:
-            k = owner[right[starts[i] : starts[i + 1]]]
-            k = k[k >= 0]
-            if len(k):
-                k = np.unique(k)
-                same_tile = np.array([tiles[i] in seen_by[x] for x in k.tolist()])
-                k = k[may_match(klass[k] == classes[i], same_tile, s.class_agnostic)]
-            if len(k):  # the candidate against each object: pairs by broadcasting
-                k = k[same_object(boxes[i : i + 1], windows[i : i + 1], cut[i], box[k], window[k], np.False_, s)]
-            if not len(k):
-                owner[i] = count
-                box[count], window[count], score[count], klass[count], is_cut[count] = boxes[i], windows[i], scores[i], classes[i], cut[i]
-                seen_by.append({int(tiles[i])})
-                count += 1
+            near = right[starts[i] : starts[i + 1]].tolist()
+            verdicts = dict(zip(near, judged[starts[i] : starts[i + 1]].tolist()))
+            match = None
+            for k in sorted({int(owner[j]) for j in near if owner[j] >= 0}):
+                obj = objects[k]
+                if not may_match(obj.klass == classes[i], tiles[i] in obj.tiles, s.class_agnostic):
+                    continue
+                if obj.merged or obj.first not in verdicts:
+                    same = same_object(boxes[i : i + 1], windows[i : i + 1], cut[i], obj.box[None], obj.window[None], np.False_, s)[0]
+                else:
+                    same = verdicts[obj.first]
+                if same:
+                    match = k
+                    break
+            if match is None:
+                owner[i] = len(objects)
+                objects.append(_Object(boxes[i].copy(), windows[i].copy(), float(scores[i]), int(classes[i]), bool(cut[i]), {int(tiles[i])}, int(i)))
                 continue
-            match = owner[i] = k[0]
-            seen_by[match].add(int(tiles[i]))
-            if cut[i] and is_cut[match]:
-                box[match] = np.concatenate([np.minimum(box[match, :2], boxes[i, :2]), np.maximum(box[match, 2:], boxes[i, 2:])])
-                window[match] = np.concatenate([np.minimum(window[match, :2], windows[i, :2]), np.maximum(window[match, 2:], windows[i, 2:])])
-                score[match] = max(score[match], float(scores[i]))
-        return [_Object(box[x].copy(), float(score[x]), int(klass[x])) for x in range(count)]
+            owner[i] = match
+            obj = objects[match]
+            obj.tiles.add(int(tiles[i]))
+            if cut[i] and obj.cut:
+                obj.box = np.concatenate([np.minimum(obj.box[:2], boxes[i][:2]), np.maximum(obj.box[2:], boxes[i][2:])])
+                obj.window = np.concatenate([np.minimum(obj.window[:2], windows[i][:2]), np.maximum(obj.window[2:], windows[i][2:])])
+                obj.score = max(obj.score, float(scores[i]))
+                obj.merged = True
+        return objects

@@ -20,7 +20,7 @@ import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 
-from minescan.runs.outdir import write_atomic
+from minescan.results.atomic import write_atomically
 from minescan.raster.sources.source import SourceError, first_line
 
 _GDAL_TYPES = {
@@ -93,4 +93,5 @@ def write_stack(path: str | os.PathLike[str], bands: Sequence[BandRef], *, nodat
     if root is None:
         raise SourceError("no bands to stack")
     ET.indent(root)
-    return write_atomic(path, ET.tostring(root, encoding="utf-8") + b"\n")
+    write_atomically(path, ET.tostring(root, encoding="utf-8") + b"\n")
+    return Path(path)
