@@ -80,22 +80,26 @@ _GOOD_OUTPUTS = [_out("detection_boxes", 3), _out("detection_scores", 2), _out("
 @pytest.mark.parametrize(
     "inputs,outputs,message",
     [
-        ([_IMAGE], _GOOD_OUTPUTS[:3], r"missing output\(s\) num_detections"),
-        ([_IMAGE], _GOOD_OUTPUTS[1:], r"missing output\(s\) detection_boxes"),
+        ([_IMAGE], _GOOD_OUTPUTS[:3], r"has no output 'num_detections' \(outputs: detection_boxes, detection_classes"),
+        ([_IMAGE], _GOOD_OUTPUTS[1:], r"has no output 'detection_boxes'"),
         ([helper.make_tensor_value_info("images", TensorProto.UINT8, [1, None, None, 3])], _GOOD_OUTPUTS, "no input 'input_tensor' .inputs: images"),
-        ([helper.make_tensor_value_info("input_tensor", TensorProto.FLOAT, [1, None, None, 3])], _GOOD_OUTPUTS, "'input_tensor' is float, the contract needs uint8"),
-        ([helper.make_tensor_value_info("input_tensor", TensorProto.UINT8, [1, None, None, 4])], _GOOD_OUTPUTS, "has 4 channels"),
-        ([_IMAGE], [_out("detection_boxes", 2)] + _GOOD_OUTPUTS[1:], "'detection_boxes' has rank 2"),
+        ([helper.make_tensor_value_info("input_tensor", TensorProto.FLOAT, [1, None, None, 3])], _GOOD_OUTPUTS, "input 'input_tensor' is float, expected uint8$"),
+        ([helper.make_tensor_value_info("input_tensor", TensorProto.UINT8, [1, None, None, 4])], _GOOD_OUTPUTS, r"'input_tensor' has shape \[1, \?, \?, 4\], expected \[batch, H, W, 3\]"),
+        ([_IMAGE], [_out("detection_boxes", 2)] + _GOOD_OUTPUTS[1:], r"'detection_boxes' has shape \[\?, \?\], expected \[batch, K, 4\]"),
     ],
 )
 def test_model_outside_the_contract_names_what_is_wrong(tmp_path, inputs, outputs, message):
-    with pytest.raises(ContractError, match=message):
+    with pytest.raises(ContractError, match=message) as caught:
         load_detector(_model(tmp_path, inputs, outputs))
+    assert str(caught.value).startswith(str(tmp_path / "bad.onnx")) and "\n" not in str(caught.value)
 
 
 def test_missing_and_unreadable_models(tmp_path):
     with pytest.raises(ModelLoadError, match="model not found: .*nothere.onnx"):
         load_detector(tmp_path / "nothere.onnx")
+    (tmp_path / "saved_model").mkdir()
+    with pytest.raises(ModelLoadError, match=r"saved_model: is a folder, not a model file \(an .onnx model, or a TensorRT .engine\)$"):
+        load_detector(tmp_path / "saved_model")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not a protobuf" * 10)
     with pytest.raises(ModelLoadError, match="junk.onnx: not a loadable ONNX model"):

@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from minescan.model.contract import OUTPUT_NAMES, ContractError, TensorSpec, check_contract
-from minescan.model.detections import TileDetections, from_normalized
+from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_contract
+from minescan.model.detections import BatchDetections, TileDetections
 from minescan.engine.detector import check_tiles, split_batch
 from minescan.model.metadata import MetadataError, parse_metadata
 from minescan.errors import MinescanError
@@ -86,6 +86,8 @@ class OnnxRuntimeDetector:
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ):
         path = Path(path)
+        if path.is_dir():
+            raise ModelLoadError(f"{path}: is a folder, not a model file (an .onnx model, or a TensorRT .engine)")
         if not path.is_file():
             raise ModelLoadError(f"model not found: {path}")
         on_cpu = providers[0] == "CPUExecutionProvider"
@@ -124,13 +126,11 @@ class OnnxRuntimeDetector:
         height, width = tiles.shape[1:3]
         results: list[TileDetections] = []
         for chunk in split_batch(tiles, self._max_batch):
-            boxes, scores, classes, counts = self._session.run(list(OUTPUT_NAMES), {"input_tensor": chunk})
+            values = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
+            boxes = values[0]
             if boxes.shape[0] != len(chunk) or boxes.ndim != 3 or boxes.shape[2] != 4:
                 raise ContractError(
                     f"{self.path}: detection_boxes came back {list(boxes.shape)} for a batch of {len(chunk)}"
                 )
-            for i in range(len(chunk)):
-                results.append(
-                    from_normalized(boxes[i], scores[i], classes[i], counts[i], height, width, score_threshold)
-                )
+            results.extend(BatchDetections.from_outputs(dict(zip(OUTPUT_NAMES, values))).per_tile(height, width, score_threshold))
         return results

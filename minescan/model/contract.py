@@ -109,7 +109,7 @@ def contract_problems(
         if not _fits(spec.shape, _INPUT_LAYOUT):
             problems.append(f"{where} input {INPUT_NAME!r} has shape {_show(spec.shape)}, expected {_INPUT_LAYOUT.text}")
     extra = sorted(set(by_name) - {INPUT_NAME})
-    if extra:
+    if extra and INPUT_NAME in by_name:  # without it, the missing input already lists them
         problems.append(f"{where} has inputs besides {INPUT_NAME!r}: {', '.join(extra)}")
     out_by_name = {t.name: t for t in outputs}
     for name, layout in _OUTPUT_LAYOUTS.items():

@@ -186,8 +186,10 @@ class Scene:
         bands: tuple[int, ...] | None = None,
         nodata: float | None = None,
         bands_origin: str | None = None,
+        require_georef: bool = True,
     ) -> None:
         local = is_local_path(path)
+        self._require_georef = require_georef  # False: an in-memory array scanned in pixel coordinates
         self.dataset: str = os.fspath(path)
         # A Path of a GDAL name like /vsicurl/https://h/x.tif would lose a slash: keep the string.
         self.path = Path(self.dataset)
@@ -219,7 +221,7 @@ class Scene:
                     f"{where}: is georeferenced only by {len(gcps)} ground control points; warp it to a geotransform "
                     f"first (e.g. gdalwarp -r near {self._name} warped.tif)"
                 )
-        if src.crs is None or src.transform.is_identity:
+        if (src.crs is None or src.transform.is_identity) and self._require_georef:
             raise SceneError(f"{where}: has no georeferencing (no CRS or geotransform); results could not be placed on a map")
         if bands is None:
             bands = default_rgb_bands(src)
@@ -268,6 +270,11 @@ class Scene:
     @property
     def transform(self) -> rasterio.Affine:
         return self._src.transform
+
+    @property
+    def band_descriptions(self) -> tuple[str, ...]:
+        """The chosen bands' descriptions ('' where the raster has none), e.g. ('B4', 'B3', 'B2')."""
+        return tuple(self._src.descriptions[b - 1] or "" for b in self.bands)
 
     @property
     def block_shape(self) -> tuple[int, int]:

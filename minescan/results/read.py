@@ -1,9 +1,12 @@
 """Reading result files back: anyone's detections or truth, as boxes on the map.
 
-A result file is any vector file pyogrio reads (GeoJSON, GeoPackage, ...;
-its first layer) whose features carry an integer ``class_id`` (1-based) and,
-for detections, a ``score``; ``class_label``, when present, names the
-classes.  minescan's own results and truth files are such files.
+A result file is any vector file pyogrio reads (GeoJSON, GeoPackage,
+Shapefile, FlatGeobuf...; its first layer), or a GeoParquet file (read with
+pyarrow, as it is written: :mod:`minescan.results.writers`), whose features
+carry an integer ``class_id`` (1-based) and, for detections, a ``score``;
+``class_label`` (``class_lbl`` in a shapefile, whose field names have at most
+10 characters), when present, names the classes.  minescan's own results and
+truth files are such files.
 
 Boxes are compared in one CRS.  Detections and truth may come in different
 ones (a GeoJSON in WGS84 longitude/latitude, a GeoPackage in the scene's
@@ -16,6 +19,7 @@ zone at the centre of the detections.  Each geometry is reprojected there
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 
 from minescan.errors import MinescanError
+from minescan.results.writers import SHAPEFILE_FIELDS, require_pyarrow
 
 
 class ResultFileError(MinescanError):
@@ -57,6 +62,8 @@ class ResultFile:
 def _read(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
     if not path.is_file():
         raise ResultFileError(f"{path}: not found" if not path.exists() else f"{path}: is not a file")
+    if path.suffix.lower() == ".parquet":
+        return _read_geoparquet(path)
     try:
         meta, _, geometry, fields = pyogrio.raw.read(str(path))
     except Exception as exc:  # pyogrio raises its own DataSourceError and friends
@@ -65,9 +72,35 @@ def _read(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
     return meta, geometry, fields
 
 
+def _read_geoparquet(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
+    """A GeoParquet file in pyogrio's terms: ({"crs", "fields"}, WKB geometries, field arrays)."""
+    _, pq = require_pyarrow()  # optional: one line naming the extra to install when missing
+    try:
+        table = pq.read_table(str(path))
+    except Exception as exc:  # pyarrow raises its own error types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResultFileError(f"{path}: not a readable Parquet file ({message})") from exc
+    try:
+        geo = json.loads((table.schema.metadata or {})[b"geo"])
+        name = geo["primary_column"]
+        column = geo["columns"][name]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ResultFileError(f"{path}: a Parquet file without valid GeoParquet 'geo' metadata") from exc
+    if column.get("encoding", "WKB") != "WKB":
+        raise ResultFileError(f"{path}: GeoParquet geometry encoding {column['encoding']!r} is not supported (only WKB)")
+    crs = column.get("crs", "OGC:CRS84")  # absent: OGC:CRS84 (the spec's default); null: unknown
+    names = [n for n in table.column_names if n != name]
+    meta = {"crs": None if crs is None else CRS.from_json_dict(crs) if isinstance(crs, dict) else CRS.from_user_input(crs), "fields": names}
+    fields = [table.column(n).to_numpy(zero_copy_only=False) for n in names]
+    return meta, np.array(table.column(name).to_pylist(), dtype=object), fields
+
+
 def _field(meta: dict, fields: list[np.ndarray], name: str) -> np.ndarray | None:
     names = list(meta["fields"])
-    return fields[names.index(name)] if name in names else None
+    for candidate in (name, SHAPEFILE_FIELDS.get(name)):
+        if candidate in names:
+            return fields[names.index(candidate)]
+    return None
 
 
 def read_result_file(path: str | os.PathLike[str], *, scores: bool) -> ResultFile:

@@ -1,21 +1,46 @@
-"""Writing detections as map-ready vector files, atomically.
+"""Writing detections as map-ready vector files, atomically, one writer per format.
 
-The format follows the file extension: ``.geojson``/``.json`` is RFC 7946
-GeoJSON (WGS84 longitude/latitude, counter-clockwise exteriors), ``.gpkg`` a
-GeoPackage in the scene's own CRS.  Each feature carries the class id, the
-class label, the score, the scene name and the box in scene pixels
-(pixel-corner convention), so a result can be traced back to the raster.
+The format follows the file extension (the list, with descriptions, is
+:data:`minescan.results.formats.RESULT_FORMATS`; :data:`WRITERS` holds one
+entry per extension, so adding a format is adding an entry to each):
 
-Files are written under a temporary name in the destination folder and
-renamed into place, so an interrupted run never leaves a partial file under
-the final name, and an existing result is replaced only by a complete one.
+* ``.geojson`` (also ``.json``): RFC 7946 GeoJSON, WGS84 longitude/latitude,
+  counter-clockwise exteriors;
+* ``.gpkg``: GeoPackage in the scene's own CRS;
+* ``.shp``: ESRI Shapefile in the scene's CRS, with its ``.shx``, ``.dbf``,
+  ``.prj`` and ``.cpg`` (UTF-8) beside it.  A DBF field name has at most 10
+  characters, so ``class_label`` is written as ``class_lbl``
+  (:data:`SHAPEFILE_FIELDS`; :mod:`minescan.results.read` maps it back); the
+  other fields fit as they are;
+* ``.fgb``: FlatGeobuf in the scene's CRS, without a spatial index, whose
+  packing would reorder the features (a scene's few thousand boxes need none);
+* ``.parquet``: GeoParquet 1.1 in the scene's CRS (WKB geometry column
+  ``geometry``, the CRS as PROJJSON in the ``geo`` file metadata).  The GDAL
+  inside pyogrio's wheels has no Parquet driver (pyogrio 0.13, GDAL 3.12), so
+  it is written with pyarrow, an optional dependency: ``pip install
+  'minescan[geoparquet]'``.
+
+Features are in the detections' order (best score first) in every format.
+Each feature carries the class id, the class label, the score, the scene name
+and the box in scene pixels (pixel-corner convention), so a result can be
+traced back to the raster: fields ``class_id`` (int32), ``class_label``,
+``score`` (float64), ``scene``, ``col_min``, ``row_min``, ``col_max``,
+``row_max`` (float64).
+
+Files are written through :func:`minescan.results.atomic.atomic_path`: under a
+hidden temporary name in the destination folder, synced, then renamed into
+place, so an interrupted run never leaves a partial file under the final name,
+and an existing result is replaced only by a complete one (a shapefile's
+sidecars are renamed first, the ``.shp`` last).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyogrio.raw
@@ -23,35 +48,153 @@ import shapely
 from pyproj import CRS
 
 from minescan.errors import MinescanError
+from minescan.model.detections import SceneDetections
+from minescan.results.atomic import atomic_path
+from minescan.results.formats import ALIASES, RESULT_FORMATS
 from minescan.results.georef import box_polygons, to_wgs84
-from minescan.scan.stitch import SceneDetections
 
-DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG"}
+FIELDS = ("class_id", "class_label", "score", "scene", "col_min", "row_min", "col_max", "row_max")
+"""The fields of every result feature, in order."""
+
+SHAPEFILE_FIELDS = {"class_label": "class_lbl"}
+"""Fields renamed in a shapefile, whose DBF field names have at most 10 characters."""
+
+GEOPARQUET_EXTRA = "geoparquet"
 
 
 class OutputError(MinescanError):
     """A result file that cannot be written."""
 
 
-def output_driver(path: str | os.PathLike[str]) -> str:
-    """The OGR driver for ``path``'s extension."""
+@dataclass(frozen=True)
+class Features:
+    """What a writer writes: polygons (shapely, in ``crs``), the fields by name, the layer name."""
+
+    polygons: np.ndarray
+    crs: CRS
+    fields: Mapping[str, np.ndarray]
+    layer: str
+
+
+@dataclass(frozen=True)
+class ResultWriter:
+    """How one format is written.
+
+    ``write(path, features)`` creates a new file at ``path`` (a temporary
+    name; the caller renames it into place).  ``driver`` is the OGR driver
+    name of the format.  ``wgs84``: the features are reprojected to WGS84
+    first.  ``sidecars``: suffixes of the files written beside the main one.
+    ``check``: raises :class:`OutputError` if the writer cannot run here.
+    """
+
+    driver: str
+    write: Callable[[Path, Features], None]
+    wgs84: bool = False
+    sidecars: tuple[str, ...] = ()
+    check: Callable[[], object] | None = None
+
+
+def _ogr(driver: str, *, rename: Mapping[str, str] | None = None, **options: str) -> Callable[[Path, Features], None]:
+    """A writer through pyogrio (GDAL/OGR) with ``driver`` and layer creation ``options``."""
+
+    def write(path: Path, features: Features) -> None:
+        names = [(rename or {}).get(name, name) for name in features.fields]
+        pyogrio.raw.write(
+            str(path),
+            shapely.to_wkb(features.polygons),
+            list(features.fields.values()),
+            names,
+            layer=features.layer,
+            driver=driver,
+            geometry_type="Polygon",
+            crs=features.crs.to_wkt(),
+            layer_options=options or None,
+        )
+
+    return write
+
+
+def require_pyarrow() -> tuple[Any, Any]:
+    """``pyarrow`` and ``pyarrow.parquet``, or :class:`OutputError` naming the extra to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise OutputError(
+            f"GeoParquet (.parquet) needs pyarrow ({exc}): pip install 'minescan[{GEOPARQUET_EXTRA}]'"
+        ) from exc
+    return pyarrow, pyarrow.parquet
+
+
+def _write_geoparquet(path: Path, features: Features) -> None:
+    """GeoParquet 1.1 (https://geoparquet.org/releases/v1.1.0/): a WKB ``geometry`` column and the ``geo`` metadata."""
+    pa, pq = require_pyarrow()
+    column = {
+        "encoding": "WKB",
+        "geometry_types": ["Polygon"],
+        "crs": features.crs.to_json_dict(),  # PROJJSON
+        "edges": "planar",
+        "orientation": "counterclockwise",
+    }
+    if len(features.polygons):
+        column["bbox"] = [float(v) for v in shapely.total_bounds(features.polygons)]
+    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+    table = pa.table(
+        {
+            **{name: pa.array(values) for name, values in features.fields.items()},
+            "geometry": pa.array(list(shapely.to_wkb(features.polygons)), pa.binary()),
+        }
+    )
+    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), str(path))
+
+
+WRITERS: dict[str, ResultWriter] = {
+    ".gpkg": ResultWriter("GPKG", _ogr("GPKG")),
+    ".geojson": ResultWriter("GeoJSON", _ogr("GeoJSON", RFC7946="YES", COORDINATE_PRECISION="9"), wgs84=True),
+    ".shp": ResultWriter(
+        "ESRI Shapefile", _ogr("ESRI Shapefile", rename=SHAPEFILE_FIELDS, ENCODING="UTF-8"), sidecars=(".shx", ".dbf", ".prj", ".cpg")
+    ),
+    ".fgb": ResultWriter("FlatGeobuf", _ogr("FlatGeobuf", SPATIAL_INDEX="NO")),
+    ".parquet": ResultWriter("Parquet", _write_geoparquet, check=require_pyarrow),
+}
+"""One writer per extension of :data:`~minescan.results.formats.RESULT_FORMATS` (``.json`` is ``.geojson``)."""
+
+DRIVERS = {ext: WRITERS[ALIASES.get(ext, ext)].driver for ext in [*RESULT_FORMATS, *ALIASES]}
+"""The OGR driver name of each extension, aliases included."""
+
+
+def _known() -> str:
+    names = list(RESULT_FORMATS)
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def result_writer(path: str | os.PathLike[str]) -> ResultWriter:
+    """The writer for ``path``'s extension; :class:`OutputError` for an extension no writer has."""
     suffix = Path(path).suffix.lower()
-    if suffix not in DRIVERS:
-        raise OutputError(f"--out {path}: unknown extension {suffix or '(none)'!r}; use .geojson or .gpkg")
-    return DRIVERS[suffix]
+    writer = WRITERS.get(ALIASES.get(suffix, suffix))
+    if writer is None:
+        raise OutputError(f"{path}: unknown result format {suffix or '(no extension)'!r}; use {_known()}")
+    return writer
+
+
+def output_driver(path: str | os.PathLike[str]) -> str:
+    """The OGR driver name of ``path``'s format (e.g. ``GPKG``); :class:`OutputError` for an unknown extension."""
+    return result_writer(path).driver
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """Fail early, before any scanning, if ``path`` cannot be written."""
+    """Fail early, before any scanning, if ``path`` cannot be written (unknown format, missing folder or package)."""
     path = Path(path)
-    output_driver(path)
+    writer = result_writer(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"--out {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise OutputError(f"--out {path}: not writable")
+        raise OutputError(f"{path}: folder {folder} does not exist")
     if path.is_dir():
-        raise OutputError(f"--out {path}: is a folder")
+        raise OutputError(f"{path}: is a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: not writable")
+    if writer.check is not None:
+        writer.check()
 
 
 def write_detections(
@@ -63,43 +206,34 @@ def write_detections(
     labels: Mapping[int, str],
     scene: str,
 ) -> Path:
-    """Write ``detections`` (scene pixels) to ``path`` as georeferenced polygons; return the path."""
+    """Write ``detections`` (scene pixels) to ``path`` as georeferenced polygons; return the path.
+
+    On any failure ``path`` (and a shapefile's sidecars) keeps its old content
+    and no temporary file is left; the error is one line naming ``path``.
+    """
     path = Path(path)
-    driver = output_driver(path)
+    writer = result_writer(path)
+    if writer.check is not None:
+        writer.check()
     polygons = box_polygons(detections.boxes, transform)
     out_crs = CRS.from_user_input(crs)
-    options: dict[str, str] = {}
-    if driver == "GeoJSON":
-        polygons = to_wgs84(polygons, out_crs)
-        out_crs = CRS.from_epsg(4326)
-        options = {"RFC7946": "YES", "COORDINATE_PRECISION": "9"}
+    if writer.wgs84:
+        polygons, out_crs = to_wgs84(polygons, out_crs), CRS.from_epsg(4326)
     boxes = detections.boxes.reshape(-1, 4)
-    fields = ["class_id", "class_label", "score", "scene", "col_min", "row_min", "col_max", "row_max"]
-    field_data = [
+    values = [
         detections.classes.astype(np.int32),
         np.array([labels.get(int(c), str(int(c))) for c in detections.classes], dtype=object),
         detections.scores.astype(np.float64),
         np.array([scene] * len(detections), dtype=object),
         *(boxes[:, i].astype(np.float64) for i in range(4)),
     ]
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    features = Features(polygons, out_crs, dict(zip(FIELDS, values)), Path(scene).stem or "detections")
     try:
-        pyogrio.raw.write(
-            str(temporary),
-            shapely.to_wkb(polygons),
-            field_data,
-            fields,
-            layer=Path(scene).stem or "detections",
-            driver=driver,
-            geometry_type="Polygon",
-            crs=out_crs.to_wkt(),
-            layer_options=options or None,
-        )
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(f"--out {path}: cannot write ({exc.strerror or exc})") from exc
-    except Exception as exc:  # pyogrio raises its own DataSourceError/FieldError types
-        raise OutputError(f"--out {path}: cannot write ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(path, sidecars=writer.sidecars) as temporary:
+            writer.write(temporary, features)
+    except MinescanError:
+        raise
+    except Exception as exc:  # pyogrio and pyarrow raise their own error types
+        text = str(exc).strip()
+        raise OutputError(f"cannot write {path}: {text.splitlines()[0] if text else type(exc).__name__}") from exc
     return path

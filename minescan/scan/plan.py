@@ -333,10 +333,9 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             tile, origins["tile"] = _pick((OPTION, options.tile), (DEFAULT, DEFAULTS.tile))
         overlap, origins["overlap"] = _pick((OPTION, options.overlap), (DEFAULT, DEFAULTS.overlap))
         grid = TileGrid(scene.width, scene.height, tile, overlap)
-        descriptions = scene.band_descriptions if hasattr(scene, "band_descriptions") else ()
         plan_values = dict(
             width=scene.width, height=scene.height, dtype=scene.dtype, crs=scene.crs, transform=scene.transform,
-            bands=tuple(scene.bands), band_names=tuple(descriptions), nodata=scene.nodata,
+            bands=tuple(scene.bands), band_names=scene.band_descriptions, nodata=scene.nodata,
             nodata_tiles=_nodata_tiles(scene, grid) if count_nodata_tiles else None,
         )
     batch, origins["batch"] = _pick((OPTION, options.batch), (DEFAULT, DEFAULTS.batch))

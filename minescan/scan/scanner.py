@@ -104,8 +104,10 @@ class ScanResult:
         """An RFC 7946 FeatureCollection (WGS84 longitude/latitude, counter-clockwise polygons)."""
         import shapely
 
-        geometries = [shapely.geometry.mapping(p) for p in self._polygons(wgs84=True)]
-        features = [{"type": "Feature", "geometry": g, "properties": p} for g, p in zip(geometries, self._properties())]
+        # Nine decimals (0.1 mm), as the .geojson writer stores them.
+        rings = [np.round(shapely.get_coordinates(p), 9).tolist() for p in self._polygons(wgs84=True)]
+        features = [{"type": "Feature", "properties": p, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+                    for ring, p in zip(rings, self._properties())]
         return {"type": "FeatureCollection", "features": features}
 
     def to_geodataframe(self):
@@ -209,7 +211,7 @@ class Scanner:
         def tick(count: int) -> None:
             nonlocal done
             done += count
-            if progress is not None:
+            if progress is not None and count:
                 progress(done, plan.tiles)
 
         stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel)

@@ -185,35 +185,3 @@ def run_stream(
     with clock.time("stitch", 0):
         result = consumer.finish()
     return StreamStats(result, len(grid), len(grid) - processed, time.perf_counter() - start)
-
-
-# Kept until the scan plan takes it over (minescan.scan.plan); see the raster/radiometry change.
-def choose_radiometry(scene: Scene, options: ScanOptions, detector: Detector) -> Radiometry:
-    """uint8 passes through; other data gets a scene-wide percentile stretch or the gain recipe.
-
-    Gain and offset: option, model's recipe, default.  Scale: the model's recipe
-    (else the default) for integer data; for float data
-    :func:`~minescan.raster.radiometry.default_scale` tells reflectance 0-1
-    (scale 1, and offset 0 unless asked for: a DN offset is in other units) from
-    DN.  The rendering itself is :func:`~minescan.raster.radiometry.radiometry_for`.
-    """
-    from minescan.defaults import DEFAULTS
-    from minescan.raster.radiometry import default_scale, radiometry_for
-
-    bands = len(scene.bands)
-    if scene.dtype == "uint8":
-        return radiometry_for(scene.dtype, bands)
-    if options.stretch:
-        sample = scene.overview()
-        return radiometry_for(scene.dtype, bands, stretch=tuple(options.stretch), sample=(sample.data, sample.nodata))
-    recipe = detector.metadata.recipe
-    gain = options.gain if options.gain is not None else (recipe.gain or DEFAULTS.gain)
-    offset = options.offset if options.offset is not None else (recipe.offset or DEFAULTS.offset)
-    scale = recipe.scale or DEFAULTS.scale
-    if np.dtype(scene.dtype).kind == "f":
-        sample = scene.overview()
-        found, _ = default_scale(sample.data, ~sample.nodata)
-        if found != scale and options.offset is None:
-            offset = 0.0  # reflectance exports (SNAP, openEO, Earth Engine) have the DN offset applied
-        scale = found
-    return radiometry_for(scene.dtype, bands, gain=gain, offset=offset, scale=scale)
