@@ -13,7 +13,7 @@ for ``demo_detector.onnx`` and ``demo_detector_int8.onnx`` alternately,
 - model only: the scene's rendered tiles through the detector, one batch of
   ``--batch`` at a time, with the scan's own concurrency (one 1-thread call per
   core); median seconds per tile over the rounds;
-- scan: ``scan_scene`` with default options, median tiles/s over the rounds.
+- scan: ``Scanner.scan`` with default options, median tiles/s over the rounds.
 
 Accuracy is scored once per model: precision and recall at the default
 threshold and AP@0.5 per class, pooled over the scenes (each scene's boxes are
@@ -36,13 +36,11 @@ import numpy as np
 
 from minescan.scan.bench import warm_up
 from minescan.demo import MODELS, shipped_model
-from minescan.engine import Detector, load_detector
+from minescan.engine import Detector
 from minescan.results.evaluation import Evaluation, evaluate
 from minescan.scan.pipeline import ordered_map
-from minescan.scan.stream import ScanOptions, choose_radiometry, scan_scene, tile_size
+from minescan.scan.scanner import Scanner
 from minescan.synthetic.mining import MiningSpec, write_mining_scene
-from minescan.raster.grid import TileGrid
-from minescan.raster.scene import Scene
 
 from machine import cpu_description  # benchmarks/machine.py, beside this script
 
@@ -63,12 +61,11 @@ def make_scenes(seeds: list[int], size: int, folder: Path) -> list[tuple[Path, n
     return scenes
 
 
-def rendered_tiles(path: Path, detector: Detector, options: ScanOptions) -> np.ndarray:
-    """The scan's tiles of ``path``, rendered as the scan renders them (uint8 [N, 640, 640, 3])."""
-    with Scene(path, bands=options.bands) as scene:
-        grid = TileGrid(scene.width, scene.height, tile_size(options, detector), options.overlap)
-        radiometry = choose_radiometry(scene, options, detector)
-        return np.stack([radiometry.apply(t.data, t.nodata) for t in map(scene.read, grid) if not t.empty])
+def rendered_tiles(path: Path, scanner: Scanner, options: dict) -> np.ndarray:
+    """The scan's tiles of ``path``, rendered as the scan's plan renders them (uint8 [N, 640, 640, 3])."""
+    plan = scanner.plan(path, **options)
+    with plan.open_scene() as scene:
+        return np.stack([plan.radiometry.apply(t.data, t.nodata) for t in map(scene.read, plan.grid) if not t.empty])
 
 
 def model_only_seconds(detector: Detector, tiles: np.ndarray, batch: int) -> float:
@@ -115,9 +112,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA), help="folder for the generated scenes (default benchmarks/.data)")
     args = parser.parse_args()
     scenes = make_scenes([int(s) for s in args.seeds.split(",")], args.size, Path(args.data))
-    options = ScanOptions(bands=(3, 2, 1), batch=args.batch)
-    detectors = {p: load_detector(shipped_model(p), max_batch=args.batch) for p in MODELS}
-    tiles = [rendered_tiles(path, detectors["fp32"], options) for path, _, _ in scenes]
+    options = dict(bands=(3, 2, 1), batch=args.batch)
+    scanners = {p: Scanner(shipped_model(p), backend="cpu") for p in MODELS}
+    detectors = {p: s.detector for p, s in scanners.items()}
+    tiles = [rendered_tiles(path, scanners["fp32"], options) for path, _, _ in scenes]
     model_s: dict[str, list[float]] = {p: [] for p in MODELS}
     scan_rate: dict[str, list[float]] = {p: [] for p in MODELS}
     found: dict[str, list] = {p: [] for p in MODELS}
@@ -126,7 +124,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for p, detector in detectors.items():
             model_s[p].append(statistics.fmean(model_only_seconds(detector, t, args.batch) for t in tiles))
-            results = [scan_scene(path, detector, options, on_tile=lambda n: None) for path, _, _ in scenes]
+            results = [scanners[p].scan(path, **options) for path, _, _ in scenes]
             scan_rate[p].append(sum(r.tiles for r in results) / sum(r.seconds for r in results))
             if round_ == 0:
                 found[p] = [(r.detections, boxes, classes) for r, (_, boxes, classes) in zip(results, scenes)]

@@ -57,32 +57,29 @@ def child(mode: str, scene: str, model: str) -> dict:
     """One measurement in this process; returns wall seconds and peak RSS."""
     import rasterio
 
-    from minescan.scan.bench import peak_rss_bytes, warm_up
-    from minescan.engine import load_detector
-    from minescan.scan.stream import ScanOptions, choose_radiometry, scan_scene
-    from minescan.raster.grid import TileGrid
-    from minescan.raster.scene import Scene
-    from minescan.scan.stitch import Stitcher
+    from minescan.defaults import available_cores
     from minescan.raster.strips import RowEnd, StripReader
-
-    from minescan.engine.onnxruntime_backend import available_cores
+    from minescan.scan.bench import peak_rss_bytes, warm_up
     from minescan.scan.pipeline import ordered_map
+    from minescan.scan.scanner import Scanner
+    from minescan.scan.stitch import Stitcher
 
-    options = ScanOptions(bands=BANDS, batch=BATCH)
     # naive and "model-only-1call": one call at a time over all cores, as public tools run ONNX Runtime
     one_call = mode in ("naive", "model-only-1call")
-    detector = load_detector(model, max_batch=BATCH, **({"threads": available_cores(), "workers": 1} if one_call else {}))
+    scanner = Scanner(model, backend="cpu", bands=BANDS, batch=BATCH,
+                      **({"threads": available_cores(), "workers": 1} if one_call else {}))
+    detector = scanner.detector
+    plan = scanner.plan(scene)
     warm_up(detector, BATCH, 640)
     start = time.perf_counter()
     tiles = 0
     if mode == "pipeline":
-        tiles = scan_scene(scene, detector, options, on_tile=lambda n: None).tiles
+        tiles = scanner.scan(plan).tiles
     else:
-        with Scene(scene, bands=BANDS) as sc:
-            grid = TileGrid(sc.width, sc.height, 640, options.overlap)
-            radiometry = choose_radiometry(sc, options, detector)
+        with plan.open_scene() as sc:
+            grid, radiometry, options = plan.grid, plan.radiometry, plan
             if mode == "naive":
-                stitcher = Stitcher()
+                stitcher = Stitcher(plan.stitch)
                 for tile in grid:
                     data = sc.read(tile)
                     if not data.empty:

@@ -86,7 +86,7 @@ def test_model_outside_the_contract(capsys, good_scene, tmp_path):
     _fails(capsys, ["scan", str(good_scene), "--model", str(tmp_path / "classifier.onnx"), "--out", str(tmp_path / "r.gpkg")], "no input 'input_tensor'")
 
 
-@pytest.mark.parametrize("out,message", [("missing/dir/r.gpkg", "does not exist"), ("r.shp", "unknown extension '.shp'"), ("adir.gpkg", "is a folder")])
+@pytest.mark.parametrize("out,message", [("missing/dir/r.gpkg", "does not exist"), ("r.shx", "unknown result format '.shx'"), ("adir.gpkg", "is a folder")])
 def test_unwritable_output_fails_before_scanning(capsys, square_model, good_scene, tmp_path, out, message):
     (tmp_path / "adir.gpkg").mkdir()
     _fails(capsys, ["scan", str(good_scene), "--model", str(square_model), "--out", str(tmp_path / out)], message)

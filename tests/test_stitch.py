@@ -92,3 +92,16 @@ def test_a_small_object_placed_a_few_pixels_apart_by_two_tiles_is_reported_once(
     strict.add(left, TileDetections(np.array([[210.0, 100, 230, 120]]), np.array([0.95], np.float32), np.array([1], np.int32)))
     strict.add(right, TileDetections(np.array([[22.0, 104, 42, 124]]), np.array([0.9], np.float32), np.array([1], np.int32)))
     assert len(strict.finish()) == 2
+
+
+def test_row_done_settles_what_no_later_row_can_touch():
+    from minescan.raster.strips import RowEnd
+
+    grid = TileGrid(1000, 1000, 256, 64)
+    stitcher = Stitcher()
+    first_row = [t for t in grid if t.row == 0]
+    stitcher.add(first_row[0], TileDetections(np.array([[10.0, 10, 30, 30], [10.0, 180, 30, 250]]), np.array([0.9, 0.8], np.float32), np.array([1, 1], np.int32)))
+    # The next row starts at scene row 192: the box reaching row 250 waits for it, the other settles.
+    assert stitcher.row_done(RowEnd(0, len(first_row), grid.row_starts[1])) == 1 and stitcher.pending == 1
+    assert stitcher.row_done(RowEnd(len(grid.row_starts) - 1, 0, None)) == 1 and stitcher.pending == 0
+    assert len(stitcher.finish()) == 2

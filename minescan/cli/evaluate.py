@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-from minescan.results.evaluation import evaluate
-from minescan.results.read import common_crs, read_result_file
 
 
 def _fraction(*, zero: bool):
@@ -33,6 +31,9 @@ def _fraction(*, zero: bool):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Read, reproject, score and print; exit 0 (the figures are the answer, not a pass/fail)."""
+    from minescan.results.evaluation import evaluate
+    from minescan.results.read import common_crs, read_result_file
+
     detections = read_result_file(args.detections, scores=True)
     truth = read_result_file(args.truth, scores=False)
     crs = common_crs(detections, truth)

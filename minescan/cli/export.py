@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minescan.cli.options import recipe_options
-from minescan.export.convert import DEFAULT_OPSET, DEFAULT_PREPROCESSING
+from minescan.export.choices import DEFAULT_OPSET, PRECISIONS, TARGETS
 from minescan.export.errors import ExportError
-from minescan.export.variants import PRECISIONS, TARGETS, check_options
 
 VERIFY_SCENE_TILES = 24  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
 
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
 
 
 def _recipe(args: argparse.Namespace) -> dict:
+    from minescan.export.convert import DEFAULT_PREPROCESSING
+
     recipe = dict(DEFAULT_PREPROCESSING)
     if args.bands:
         recipe["bands"] = list(args.bands)
@@ -48,6 +49,8 @@ def run_export(args: argparse.Namespace) -> int:
     from minescan.model.labels import parse_labels
     from minescan.export.convert import export_onnx
     from minescan.export.verify import verify_export
+
+    from minescan.export.variants import check_options
 
     check_options(args.target, args.precision, args.calibration)  # before the conversion's seconds
     labels = parse_labels(args.labels) if args.labels else None

@@ -12,22 +12,29 @@ SavedModel is loaded or converted, so importing this package does not need
 them.
 """
 
-from minescan.export.convert import DEFAULT_PREPROCESSING, ExportReport, export_onnx
-from minescan.export.detections import run_onnx, run_saved_model, synthetic_tiles
-from minescan.model.detections import BatchDetections
-from minescan.export.errors import ExportError
-from minescan.export.verify import ParityReport, compare_detections, verify_export
+from __future__ import annotations
 
-__all__ = [
-    "BatchDetections",
-    "DEFAULT_PREPROCESSING",
-    "ExportError",
-    "ExportReport",
-    "ParityReport",
-    "compare_detections",
-    "export_onnx",
-    "run_onnx",
-    "run_saved_model",
-    "synthetic_tiles",
-    "verify_export",
-]
+import importlib
+from typing import Any
+
+_NAMES = {
+    "DEFAULT_PREPROCESSING": "minescan.export.convert",
+    "ExportReport": "minescan.export.convert",
+    "export_onnx": "minescan.export.convert",
+    "run_onnx": "minescan.export.detections",
+    "run_saved_model": "minescan.export.detections",
+    "synthetic_tiles": "minescan.export.detections",
+    "BatchDetections": "minescan.model.detections",
+    "ExportError": "minescan.export.errors",
+    "ParityReport": "minescan.export.verify",
+    "compare_detections": "minescan.export.verify",
+    "verify_export": "minescan.export.verify",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use: ``import minescan.export`` loads neither onnx nor TensorFlow."""
+    if name not in _NAMES:
+        raise AttributeError(f"module 'minescan.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)

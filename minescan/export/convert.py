@@ -15,8 +15,10 @@ file that ``minescan scan`` runs without further flags:
    and the engine splits batches for them;
 5. run ONNX shape inference, write the ``minescan.*`` metadata (labels,
    input size, preprocessing recipe, source digest, tool versions) and write
-   the file atomically (a temporary file in the same directory, then
-   ``os.replace``), so a failed export never leaves a truncated model behind.
+   the file atomically (:mod:`minescan.results.atomic`: a synced temporary
+   file in the same directory, then a rename), so a failed export never
+   leaves a truncated model behind; a write the OS refuses raises its
+   :class:`~minescan.results.atomic.AtomicWriteError` ("cannot write <path>: ...").
 
 TensorFlow and tf2onnx are imported only when an export runs (the ``export``
 extra); the rest of minescan works without them.
@@ -45,7 +47,7 @@ from minescan.export.label_map import LABEL_MAP_NAME, find_label_map, read_label
 from minescan.export.saved_model import saved_model_graph, ServingSignature, load_serving_signature, saved_model_sha256
 from minescan.export.verify import compare_detections
 
-DEFAULT_OPSET = 17
+from minescan.export.choices import DEFAULT_OPSET  # noqa: E402
 DEFAULT_PREPROCESSING: Mapping[str, Any] = {"bands": None, "gain": DEFAULTS.gain, "offset": DEFAULTS.offset, "scale": DEFAULTS.scale}
 BATCH_DIM = "batch"
 _PROBE_SIZE = (128, 128)  # probe tile size when the model takes any size

@@ -16,6 +16,7 @@ from typing import Mapping
 
 from minescan.model.labels import parse_label_map
 from minescan.export.errors import ExportError
+from minescan.results.atomic import write_atomically
 
 __all__ = ["LABEL_MAP_NAME", "find_label_map", "parse_label_map", "read_label_map", "write_label_map"]
 
@@ -43,4 +44,4 @@ def find_label_map(saved_model_dir: str | Path, levels: int = 2) -> Path | None:
 def write_label_map(path: str | Path, labels: Mapping[int, str]) -> None:
     """Write ``labels`` in the OD API's label map format."""
     items = (f"item {{\n  id: {class_id}\n  name: '{name}'\n}}\n" for class_id, name in sorted(labels.items()))
-    Path(path).write_text("".join(items), encoding="utf-8")
+    write_atomically(path, "".join(items).encode("utf-8"))

@@ -40,9 +40,7 @@ from minescan.export.quantize import quantize_int8
 if TYPE_CHECKING:
     from minescan.export.tensorrt import RewriteReport
 
-TARGETS = ("onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_INPUT_SIZE = 640  # the scan's default tile, for models that take any size
+from minescan.export.choices import DEFAULT_INPUT_SIZE, PRECISIONS, TARGETS  # noqa: E402,F401 - re-exported
 CALIBRATION_TILES = 16
 
 

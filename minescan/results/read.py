@@ -111,7 +111,11 @@ def read_result_file(path: str | os.PathLike[str], *, scores: bool) -> ResultFil
         raise ResultFileError(f"{path}: has no CRS; cannot place its boxes on the map")
     crs = CRS.from_user_input(meta["crs"])
     names = ", ".join(meta["fields"]) or "none"
+    # A GeoJSON file keeps its fields in its features: one without features has none, and that is fine.
+    featureless = len(geometry) == 0
     class_ids = _field(meta, fields, "class_id")
+    if class_ids is None and featureless:
+        class_ids = np.zeros(0, np.int64)
     if class_ids is None:
         raise ResultFileError(f"{path}: has no 'class_id' field (fields: {names})")
     if np.asarray(class_ids).dtype.kind not in "iuf":
@@ -121,7 +125,7 @@ def read_result_file(path: str | os.PathLike[str], *, scores: bool) -> ResultFil
     if bad.any():
         raise ResultFileError(f"{path}: class_id must be an integer >= 1, got {np.asarray(class_ids)[bad][0].item()!r}")
     score_values = _field(meta, fields, "score")
-    if scores and score_values is None:
+    if scores and score_values is None and not featureless:
         raise ResultFileError(f"{path}: has no 'score' field (fields: {names}); detections need scores")
     geometries = shapely.from_wkb(geometry)
     empty = np.flatnonzero(shapely.is_missing(geometries) | shapely.is_empty(geometries))

@@ -1,8 +1,8 @@
 """Writing detections as map-ready vector files, atomically, one writer per format.
 
-The format follows the file extension (the list, with descriptions, is
-:data:`minescan.results.formats.RESULT_FORMATS`; :data:`WRITERS` holds one
-entry per extension, so adding a format is adding an entry to each):
+The format follows the file extension; the formats are declared once, in
+:data:`minescan.results.formats.RESULT_FORMATS`, and :data:`WRITERS` is built
+from that table (a format GDAL writes is one entry there):
 
 * ``.geojson`` (also ``.json``): RFC 7946 GeoJSON, WGS84 longitude/latitude,
   counter-clockwise exteriors;
@@ -50,16 +50,16 @@ from pyproj import CRS
 from minescan.errors import MinescanError
 from minescan.model.detections import SceneDetections
 from minescan.results.atomic import atomic_path
-from minescan.results.formats import ALIASES, RESULT_FORMATS
+from minescan.results.formats import ALIASES, RESULT_FORMATS, ResultFormat
 from minescan.results.georef import box_polygons, to_wgs84
 
 FIELDS = ("class_id", "class_label", "score", "scene", "col_min", "row_min", "col_max", "row_max")
 """The fields of every result feature, in order."""
 
-SHAPEFILE_FIELDS = {"class_label": "class_lbl"}
+SHAPEFILE_FIELDS = RESULT_FORMATS[".shp"].rename
 """Fields renamed in a shapefile, whose DBF field names have at most 10 characters."""
 
-GEOPARQUET_EXTRA = "geoparquet"
+GEOPARQUET_EXTRA = RESULT_FORMATS[".parquet"].package[1]  # type: ignore[index]
 
 
 class OutputError(MinescanError):
@@ -148,15 +148,17 @@ def _write_geoparquet(path: Path, features: Features) -> None:
     pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), str(path))
 
 
-WRITERS: dict[str, ResultWriter] = {
-    ".gpkg": ResultWriter("GPKG", _ogr("GPKG")),
-    ".geojson": ResultWriter("GeoJSON", _ogr("GeoJSON", RFC7946="YES", COORDINATE_PRECISION="9"), wgs84=True),
-    ".shp": ResultWriter(
-        "ESRI Shapefile", _ogr("ESRI Shapefile", rename=SHAPEFILE_FIELDS, ENCODING="UTF-8"), sidecars=(".shx", ".dbf", ".prj", ".cpg")
-    ),
-    ".fgb": ResultWriter("FlatGeobuf", _ogr("FlatGeobuf", SPATIAL_INDEX="NO")),
-    ".parquet": ResultWriter("Parquet", _write_geoparquet, check=require_pyarrow),
-}
+CUSTOM: dict[str, Callable[[Path, Features], None]] = {"Parquet": _write_geoparquet}
+"""Writers of formats GDAL/OGR cannot write here, by the ``driver`` name their table entry gives."""
+
+
+def _writer(entry: ResultFormat) -> ResultWriter:
+    write = CUSTOM.get(entry.driver) or _ogr(entry.driver, rename=entry.rename, **entry.options)
+    return ResultWriter(entry.driver, write, wgs84=entry.wgs84, sidecars=entry.sidecars,
+                        check=require_pyarrow if entry.package and entry.package[0] == "pyarrow" else None)
+
+
+WRITERS: dict[str, ResultWriter] = {ext: _writer(entry) for ext, entry in RESULT_FORMATS.items()}
 """One writer per extension of :data:`~minescan.results.formats.RESULT_FORMATS` (``.json`` is ``.geojson``)."""
 
 DRIVERS = {ext: WRITERS[ALIASES.get(ext, ext)].driver for ext in [*RESULT_FORMATS, *ALIASES]}

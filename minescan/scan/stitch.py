@@ -52,7 +52,7 @@ part of a larger object of another class (:mod:`minescan.scan.parts`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import shapely
@@ -101,7 +101,11 @@ def _area(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
 
 
-def may_match(same_class: np.ndarray, same_tile: np.ndarray, class_agnostic: bool) -> np.ndarray:
+Flags = Union[np.ndarray, np.bool_, bool]
+"""Booleans, one per pair, or one for all (broadcast)."""
+
+
+def may_match(same_class: Flags, same_tile: Flags, class_agnostic: bool) -> np.ndarray:
     """Which pairs the rule compares at all: one class (any with ``class_agnostic``), and not two boxes
     of one class from one tile (the model has already chosen between those)."""
     return np.logical_and(np.logical_or(same_class, class_agnostic), np.logical_not(np.logical_and(same_class, same_tile)))
@@ -110,10 +114,10 @@ def may_match(same_class: np.ndarray, same_tile: np.ndarray, class_agnostic: boo
 def same_object(
     boxes_a: np.ndarray,
     windows_a: np.ndarray,
-    cut_a: np.ndarray,
+    cut_a: Flags,
     boxes_b: np.ndarray,
     windows_b: np.ndarray,
-    cut_b: np.ndarray,
+    cut_b: Flags,
     settings: StitchSettings,
 ) -> np.ndarray:
     """The rule's one "same object" test, row-wise over pairs ``(a[k], b[k])`` (bool [M]; rows broadcast).

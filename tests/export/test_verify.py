@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 
-from minescan.export.detections import Detections, synthetic_tiles
+from minescan.export.detections import synthetic_tiles
+from minescan.model.detections import BatchDetections
 from minescan.export.verify import compare_detections
 
 
-def _detections(boxes, scores, classes) -> Detections:
+def _detections(boxes, scores, classes) -> BatchDetections:
     boxes = np.asarray(boxes, np.float32).reshape(1, -1, 4)
-    return Detections(boxes, np.asarray(scores, np.float32)[None], np.asarray(classes)[None], np.array([len(scores)]))
+    return BatchDetections(boxes, np.asarray(scores, np.float32)[None], np.asarray(classes)[None], np.array([len(scores)]))
 
 
 REFERENCE = _detections([[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.9, 0.8], [0.2, 0.6, 0.4, 0.7]], [0.9, 0.6, 0.02], [1, 2, 1])
