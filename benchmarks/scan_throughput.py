@@ -19,7 +19,7 @@ is its own:
   one call over all cores (1 x N threads) and as minescan runs it (one
   1-thread call per core side by side), the better of two passes each; the
   floor is the faster of the two;
-- pipeline: ``minescan scan`` (scan_scene), batch 8, default threads and workers;
+- pipeline: ``minescan scan`` (Scanner.scan), batch 8, default threads and workers;
   three runs, the median wall time and the median peak RSS (the peak RSS of a
   quarter scene varied 0.9-1.05 GB between single runs).
 

@@ -48,6 +48,8 @@ class Defaults:
     max_workers: int = 4
     max_read_threads: int = 8
     backend: str = "auto"
+    # Scoring against truth (minescan evaluate, the demo): PASCAL/COCO's match IoU.
+    match_iou: float = 0.5
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from minescan.engine.onnxruntime_backend import cpu_split
+from minescan.defaults import DEFAULTS
 from minescan.scan.pipeline import ordered_map, threaded
 from minescan.scan.scanner import Scanner
 from minescan.engine import load_detector
@@ -83,11 +83,12 @@ def test_ordered_map_raises_the_call_error_in_the_consumer_and_stops():
 
 
 def test_cpu_split_fills_the_cores(monkeypatch):
-    import minescan.engine.onnxruntime_backend as backend
+    cpu_split = DEFAULTS.cpu_split
+    import minescan.defaults as defaults
 
-    monkeypatch.setattr(backend, "available_cores", lambda: 2)
+    monkeypatch.setattr(defaults, "available_cores", lambda: 2)
     assert cpu_split() == (1, 2) and cpu_split(threads=2) == (2, 1) and cpu_split(workers=1) == (2, 1)
-    monkeypatch.setattr(backend, "available_cores", lambda: 16)
+    monkeypatch.setattr(defaults, "available_cores", lambda: 16)
     assert cpu_split() == (4, 4) and cpu_split(threads=8) == (8, 2) and cpu_split(threads=1, workers=3) == (1, 3)
 
 

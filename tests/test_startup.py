@@ -44,3 +44,13 @@ def _modules(code: str) -> set[str]:
     """The top-level packages a fresh interpreter has loaded after ``code`` (from its last MODULES line)."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return set(out.strip().splitlines()[-1].removeprefix("MODULES ").split())
+
+
+def test_value_types_and_the_scan_stages_import_no_engine():
+    # Detections, the contract, metadata and labels are pure values; the raster and scan stages depend on
+    # them, not on ONNX Runtime (which loads only when a model does).
+    code = ("import minescan.model.contract, minescan.model.detections, minescan.model.metadata, minescan.model.labels\n"
+            "import minescan.scan.plan, minescan.scan.stream, minescan.scan.stitch, minescan.raster.strips\n"
+            + PROBE.format(argv=None))
+    loaded = _modules(code)
+    assert not loaded & {"onnx", "onnxruntime", "tensorflow", "tensorrt"}, sorted(loaded)

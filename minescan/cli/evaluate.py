@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from minescan.defaults import DEFAULTS
+
 
 
 def _fraction(*, zero: bool):
@@ -61,9 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("detections", help="result file (.geojson/.gpkg) with class_id and score")
     p.add_argument("truth", help="truth file (.geojson/.gpkg) with class_id")
-    p.add_argument("--iou", type=_fraction(zero=False), default=0.5, help="IoU at which a detection matches an object (default 0.5)")
-    p.add_argument("--score-threshold", type=_fraction(zero=True), default=0.5,
-                   help="detections counted for precision and recall (default 0.5, the scan's default)")
+    p.add_argument("--iou", type=_fraction(zero=False), default=DEFAULTS.match_iou,
+                   help=f"IoU at which a detection matches an object (default {DEFAULTS.match_iou:g})")
+    p.add_argument("--score-threshold", type=_fraction(zero=True), default=DEFAULTS.score_threshold,
+                   help=f"detections counted for precision and recall (default {DEFAULTS.score_threshold:g}, the scan's default)")
     p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(handler=run_evaluate)
     return p

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from minescan.defaults import DEFAULTS, available_cores
 from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_contract
 from minescan.model.detections import BatchDetections, TileDetections
 from minescan.engine.detector import check_tiles, split_batch
@@ -43,25 +44,7 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
     return TensorSpec(arg.name, dtype, shape)
 
 
-MAX_WORKERS = 4  # concurrent calls on the CPU; more cores go to each call's intra-op threads
-
-
-def available_cores() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cpu_split(threads: int | None = None, workers: int | None = None) -> tuple[int, int]:
-    """(intra-op threads per call, concurrent calls) for the CPU; what is not given fills the cores."""
-    cores = available_cores()
-    if workers is None:
-        workers = max(1, min(MAX_WORKERS, cores // (threads or 1)))
-    if threads is None:
-        threads = max(1, cores // workers)
-    return threads, workers
+MAX_WORKERS = DEFAULTS.max_workers  # concurrent calls on the CPU; more cores go to each call's intra-op threads
 
 
 _BACKEND_NAMES = {
@@ -92,7 +75,7 @@ class OnnxRuntimeDetector:
             raise ModelLoadError(f"model not found: {path}")
         on_cpu = providers[0] == "CPUExecutionProvider"
         # A GPU provider serializes calls on its device anyway: one call at a time, all cores for its CPU nodes.
-        self.threads, self.concurrency = cpu_split(threads, workers) if on_cpu else (threads or available_cores(), 1)
+        self.threads, self.concurrency = DEFAULTS.cpu_split(threads, workers) if on_cpu else (threads or available_cores(), 1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1

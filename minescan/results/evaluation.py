@@ -25,6 +25,8 @@ from typing import Mapping
 
 import numpy as np
 
+from minescan.defaults import DEFAULTS
+
 
 @dataclass(frozen=True)
 class Agreement:
@@ -79,7 +81,7 @@ def match(
     classes: np.ndarray,
     truth_boxes: np.ndarray,
     truth_classes: np.ndarray,
-    iou: float = 0.5,
+    iou: float = DEFAULTS.match_iou,
 ) -> Matches:
     """Match detections to truth of the same class, greedily by score (see the module docstring)."""
     ious = iou_matrix(boxes, truth_boxes)
@@ -108,7 +110,7 @@ def compare(
     classes: np.ndarray,
     truth_boxes: np.ndarray,
     truth_classes: np.ndarray,
-    iou: float = 0.5,
+    iou: float = DEFAULTS.match_iou,
 ) -> Agreement:
     """Match detections to truth (see the module docstring) and sum up over all classes."""
     found = match(boxes, scores, classes, truth_boxes, truth_classes, iou)
@@ -203,8 +205,8 @@ def evaluate(
     truth_boxes: np.ndarray,
     truth_classes: np.ndarray,
     *,
-    iou: float = 0.5,
-    score_threshold: float = 0.5,
+    iou: float = DEFAULTS.match_iou,
+    score_threshold: float = DEFAULTS.score_threshold,
     labels: Mapping[int, str] | None = None,
 ) -> Evaluation:
     """Score each class present in the detections or the truth (see the module docstring).

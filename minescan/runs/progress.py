@@ -41,7 +41,7 @@ class RunProgress:
             print(f"{name}: scanning {tiles} tiles", flush=True)
 
     def tiles_done(self, count: int) -> None:
-        """``count`` more tiles of the current scene are finished (scan_scene's ``on_tile``)."""
+        """``count`` more tiles of the current scene are finished (the Scanner's ``progress``)."""
         assert self._scene is not None
         name, done, total, started, reported = self._scene
         done += count

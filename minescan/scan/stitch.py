@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 import shapely
 
+from minescan.defaults import DEFAULTS
 from minescan.model.detections import SceneDetections, TileDetections
 from minescan.raster.grid import Tile
 from minescan.scan.parts import part_mask
@@ -72,12 +73,12 @@ __all__ = ["SceneDetections", "StitchSettings", "Stitcher", "components", "cut_e
 class StitchSettings:
     """Thresholds of the stitching rule (see the module docstring)."""
 
-    iou_threshold: float = 0.4
-    containment: float = 0.8
-    edge_tolerance: float = 2.0
+    iou_threshold: float = DEFAULTS.iou
+    containment: float = DEFAULTS.containment
+    edge_tolerance: float = DEFAULTS.edge_tolerance
     class_agnostic: bool = False
     # Drop boxes lying this much inside a larger box of another class (minescan.scan.parts);
-    # 0: off; None: the model's own setting (a scan resolves it, see minescan.scan.stitch_settings).
+    # 0: off; None: the model's own setting (a scan resolves it, see minescan.scan.plan).
     drop_parts: float | None = None
 
 

@@ -15,13 +15,14 @@ from minescan.export.precision import tensors_of_type, to_float16  # noqa: E402
 from minescan.export.quantize import quantize_int8  # noqa: E402
 from minescan.export.tensorrt import rewrite_for_tensorrt  # noqa: E402
 from minescan.export.tensorrt_ops import tensorrt_problems  # noqa: E402
+from minescan.model.metadata import Recipe  # noqa: E402
 from minescan.synthetic.scene import SceneSpec, write_scene  # noqa: E402
 from minescan.raster.grid import TileGrid  # noqa: E402
 from minescan.raster.radiometry import reflectance_gain  # noqa: E402
 from minescan.raster.scene import Scene  # noqa: E402
 
+RECIPE = Recipe(bands=(3, 2, 1), gain=2.5, offset=0, scale=10000)
 FP32_OPS = {"NonMaxSuppression", "Softmax", "Sigmoid", "Exp", "RoiAlign", "Pad"}  # NMS, scores, box decoding, crops, outputs
-RECIPE = {"bands": [3, 2, 1], "gain": 2.5, "offset": 0, "scale": 10000}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_a_perturbed_model_fails_the_agreement(fp32, fp16, tiles):
 def test_calibration_tiles_are_rendered_as_a_scan_renders_them(tmp_path):
     write_scene(tmp_path / "a.tif", SceneSpec(width=600, height=500, objects=4, seed=3))
     write_scene(tmp_path / "b.tiff", SceneSpec(width=400, height=400, objects=2, seed=4, nodata_width=300))
-    recipe = {"bands": [3, 2, 1], "gain": 3.0, "offset": 0, "scale": 10000}
+    recipe = Recipe(bands=(3, 2, 1), gain=3.0, offset=0, scale=10000)
     tiles = calibration_tiles(tmp_path, (256, 256), recipe, count=6)
     assert tiles.dtype == np.uint8 and tiles.shape == (6, 256, 256, 3)
     with Scene(tmp_path / "a.tif", bands=(3, 2, 1)) as scene:
@@ -134,6 +135,6 @@ def test_calibration_tiles_are_rendered_as_a_scan_renders_them(tmp_path):
 
 def test_calibration_directory_problems_are_one_line(tmp_path):
     with pytest.raises(ExportError, match=f"^calibration directory {tmp_path / 'none'} does not exist$"):
-        calibration_tiles(tmp_path / "none", (256, 256), {"bands": None})
+        calibration_tiles(tmp_path / "none", (256, 256), Recipe())
     with pytest.raises(ExportError, match=r"holds no \.tif/\.tiff scenes$"):
-        calibration_tiles(tmp_path, (256, 256), {"bands": None})
+        calibration_tiles(tmp_path, (256, 256), Recipe())

@@ -2,7 +2,7 @@
 
 Every input (a stacked GeoTIFF/COG, per-band files, a ``.SAFE`` product, a
 STAC item) resolves to a :class:`Source`: one raster that
-:func:`minescan.scan.scan_scene` opens (the input itself, or a VRT the run
+the scan plan opens (the input itself, or a VRT the run
 writes that stacks or wraps it), the red, green and blue band indexes in
 that raster, the DN offset and nodata value the product's metadata gives,
 and a product id that names the scene's result files.  ``None`` means "the
