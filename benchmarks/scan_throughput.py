@@ -92,7 +92,7 @@ def child(mode: str, scene: str, model: str) -> dict:
                     sc.read(tile)
                     tiles += 1
             elif mode == "strip-read":
-                with rasterio.Env(GDAL_CACHEMAX=64):
+                with rasterio.Env(GDAL_CACHEMAX=64 << 20):  # bytes: rasterio takes an integer as bytes
                     tiles = sum(1 for item in StripReader(sc, grid, options.read_threads) if not isinstance(item, RowEnd))
             elif mode.startswith("model-only"):
                 rendered = [radiometry.apply(t.data, t.nodata) for t in map(sc.read, grid) if not t.empty]

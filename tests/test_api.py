@@ -75,12 +75,18 @@ def test_one_scanner_serves_concurrent_scans(make_scene, square_model):
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
+    from rasterio.env import get_gdal_config
+
+    cache_before = get_gdal_config("GDAL_CACHEMAX")
     threads = [threading.Thread(target=scan, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     assert not errors
+    # GDAL's block cache is one per process: concurrent scans must leave it as they found it
+    # (nested rasterio.Env blocks in threads once left a 32-byte cache behind, and quicklooks took 70 s).
+    assert get_gdal_config("GDAL_CACHEMAX") == cache_before
     for r in results:
         np.testing.assert_array_equal(r.detections.boxes, results[1].detections.boxes)
         assert _found(r, truth).matched == 12
@@ -99,16 +105,27 @@ def _transform(path):
 def test_progress_and_cancel(make_scene, square_model, tmp_path):
     path, _ = make_scene(width=1500, height=1500, objects=5, seed=3, tile=256, overlap=32)
     scanner = Scanner(square_model, bands=(3, 2, 1), tile=256, overlap=32)
-    seen = []
-    result = scanner.scan(path, progress=lambda done, total: seen.append((done, total)))
+    from rasterio.env import get_gdal_config
+
+    seen, caches = [], []
+
+    def record(done: int, total: int) -> None:
+        seen.append((done, total))
+        caches.append(get_gdal_config("GDAL_CACHEMAX"))
+
+    result = scanner.scan(path, progress=record)
+    assert min(caches) >= 32 << 20  # bytes: a scan's block cache holds its strips (not 32 bytes)
     assert seen[-1] == (result.tiles, result.tiles) and [d for d, _ in seen] == sorted({d for d, _ in seen})
     cancel = threading.Event()
 
     def stop_after_first(done: int, total: int) -> None:
         cancel.set()
 
-    with pytest.raises(ScanCancelled):
+    with pytest.raises(ScanCancelled) as cancelled:
         scanner.scan(path, progress=stop_after_first, cancel=cancel)
+    # Every stage's thread has ended, though the exception (kept here) still references the scan's frames.
+    assert cancelled.value is not None
+    assert [t.name for t in threading.enumerate() if t.name.startswith("minescan-")] == []
 
 
 def test_options_are_checked_in_the_api_and_the_cli_alike(square_model, make_scene, tmp_path, capsys):

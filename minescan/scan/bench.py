@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import rasterio
 
 from minescan.defaults import available_cores
 from minescan.engine.detector import Detector
+from minescan.raster.gdal_cache import scan_block_cache
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
 from minescan.scan.pipeline import StageClock, ordered_map
@@ -162,7 +162,7 @@ def _read_only(plan: ScanPlan, scene: Scene, workdir: str) -> tuple[_Tiles, Stag
     """
     clock = StageClock()
     grid = plan.grid
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+    with scan_block_cache(gdal_cache_bytes(scene)):
         for _ in timed_reads(StripReader(scene, grid, plan.read_threads), clock):
             pass
         rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (len(grid), grid.size, grid.size, 3))

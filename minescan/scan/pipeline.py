@@ -102,6 +102,9 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], *, workers: int,
         finally:
             for future in pending:  # the consumer stopped early: drop what has not started
                 future.cancel()
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # stops the stage upstream when it is threaded too
 
 
 class StageClock:

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
-import rasterio
 
 from minescan.engine.detector import Detector
 from minescan.errors import MinescanError
 from minescan.model.detections import TileDetections
+from minescan.raster.gdal_cache import scan_block_cache, scan_cache_bytes
 from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
@@ -147,13 +147,9 @@ def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: St
     return processed
 
 
-def gdal_cache_bytes(scene: Scene, size: int) -> int:
-    """GDAL block cache for a scan: reads are block-aligned and decode each block once, so
-    the cache only needs to hold the blocks of one strip in flight; more would just hold
-    RAM (GDAL's default is 5% of it)."""
-    block_rows = scene.block_shape[0]
-    row_bytes = scene.width * len(scene.bands) * np.dtype(scene.dtype).itemsize
-    return int(min(512 << 20, max(32 << 20, 2 * row_bytes * max(block_rows, 256))))
+def gdal_cache_bytes(scene: Scene) -> int:
+    """GDAL block cache for a scan of ``scene`` (:mod:`minescan.raster.gdal_cache`)."""
+    return scan_cache_bytes(scene.width, len(scene.bands), np.dtype(scene.dtype).itemsize, scene.block_shape[0])
 
 
 def run_stream(
@@ -176,12 +172,18 @@ def run_stream(
     start = time.perf_counter()
     with plan.open_scene() as scene:
         grid = plan.grid
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, grid.size) >> 20):
+        with scan_block_cache(gdal_cache_bytes(scene)):
             reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock)
             reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
             batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
             results = threaded(infer(batches, detector, plan.score_threshold, clock), maxsize=2, name="infer")
-            processed = consume(results, consumer, clock, tick, cancel)
+            try:
+                processed = consume(results, consumer, clock, tick, cancel)
+            finally:
+                # Stop every stage now, downstream first, also when the consumer raised or the scan was
+                # cancelled (the exception's traceback would keep them alive): a service must not leak threads.
+                for stage in (results, batches, reads):
+                    stage.close()
     with clock.time("stitch", 0):
         result = consumer.finish()
     return StreamStats(result, len(grid), len(grid) - processed, time.perf_counter() - start)
