@@ -14,9 +14,9 @@ from pathlib import Path
 
 from minescan.cli.options import percentiles, positive, recipe_options
 from minescan.defaults import DEFAULTS
+from minescan.engine.backends import BACKENDS  # plain Python: no ONNX Runtime until a model loads
 from minescan.errors import MinescanError
 
-BACKENDS = ("auto", "cpu", "cuda", "tensorrt")  # minescan.engine.backends.BACKENDS, without importing the engine
 
 
 class UsageError(MinescanError):
