@@ -89,7 +89,7 @@ def _timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
     serialized = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(serialized)
     if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise ExportError(f"timing cache {path} was made by another TensorRT or GPU: delete it or give another --timing-cache")
+        raise ExportError(f"timing cache {path} was made by another TensorRT or GPU: delete it or give another timing cache file")
 
 
 def build_engine(

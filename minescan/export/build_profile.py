@@ -34,7 +34,7 @@ def parse_batch(text: str) -> Batch:
     try:
         low, opt, high = (int(part) for part in text.split(":"))
     except ValueError:
-        raise ExportError(f"--batch {text!r}: expected MIN:OPT:MAX batch sizes like 1:8:16") from None
+        raise ExportError(f"batch range {text!r}: expected MIN:OPT:MAX batch sizes like 1:8:16") from None
     return check_batch((low, opt, high))
 
 

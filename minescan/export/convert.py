@@ -162,7 +162,7 @@ def _postprocessing(settings: Mapping[str, float] | None) -> dict[str, float]:
     try:
         return {k: check_fraction(float(v)) for k, v in (settings or {}).items() if v}
     except PartsError as exc:
-        raise ExportError(f"--drop-parts: {exc}") from exc
+        raise ExportError(f"drop_parts: {exc}") from exc
 
 
 def _labels(saved_model_dir: str | Path, labels: Mapping[int, str] | None) -> dict[int, str]:

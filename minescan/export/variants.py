@@ -137,14 +137,14 @@ def check_options(target: str, precision: str, calibration: str | Path | None) -
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if calibration is not None and not Path(calibration).is_dir():
-        raise ExportError(f"--calibration {calibration}: folder not found")
+        raise ExportError(f"calibration folder {calibration}: not found")
 
 
 def _input_size(model: onnx.ModelProto, target: str, requested: int | None) -> tuple[int, int] | None:
     """The square input size to fix: requested, else the model's own, else the default for TensorRT."""
     if requested is not None:
         if requested < 16:
-            raise ExportError(f"--input-size must be at least 16 px, got {requested}")
+            raise ExportError(f"input size must be at least 16 px, got {requested}")
         return requested, requested
     dims = model.graph.input[0].type.tensor_type.shape.dim
     if dims[1].HasField("dim_value") and dims[2].HasField("dim_value"):

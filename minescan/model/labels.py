@@ -50,16 +50,16 @@ def parse_labels(value: str) -> dict[int, str]:
     path = Path(value)
     if path.suffix.lower() in (".json", ".pbtxt", ".txt") or path.is_file():
         if not path.is_file():
-            raise LabelsError(f"--labels {value}: file not found")
+            raise LabelsError(f"labels file {value}: not found")
         text = path.read_text()
         if path.suffix.lower() == ".json":
             try:
                 raw = json.loads(text)
                 return {int(k): str(v) for k, v in raw.items()}
             except (json.JSONDecodeError, AttributeError, ValueError) as exc:
-                raise LabelsError(f"--labels {value}: expected a JSON object of id: name ({exc})") from exc
+                raise LabelsError(f"labels file {value}: expected a JSON object of id: name ({exc})") from exc
         return parse_label_map(text, str(path))
     names = [n.strip() for n in value.split(",")]
     if not all(names):
-        raise LabelsError(f"--labels {value!r}: empty name in the list")
+        raise LabelsError(f"labels {value!r}: empty name in the list")
     return {i + 1: n for i, n in enumerate(names)}

@@ -41,5 +41,5 @@ def test_export_records_drop_parts_for_scans_and_refuses_a_bad_share(saved_model
     assert load_detector(model).metadata.postprocessing == Postprocessing(drop_parts=0.7)
     bad = tmp_path / "bad.onnx"
     assert main(["export", str(saved_model_dir), "--out", str(bad), "--drop-parts", "1.5"]) == 1
-    assert "--drop-parts: the part containment fraction must be in [0, 1] (0 = off), got 1.5" in capsys.readouterr().err
+    assert "drop_parts: the part containment fraction must be in [0, 1] (0 = off), got 1.5" in capsys.readouterr().err
     assert not bad.exists()

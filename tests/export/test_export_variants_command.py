@@ -80,7 +80,7 @@ def test_fp16_onnx_target(demo_saved_model, mining_scenes, tmp_path, capsys):
 def test_missing_calibration_folder_is_one_line(saved_model_dir, tmp_path, capsys):
     argv = ["export", str(saved_model_dir), "--out", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "none")]
     assert main(argv) == 1
-    assert capsys.readouterr().err.strip() == f"minescan: error: --calibration {tmp_path / 'none'}: folder not found"
+    assert capsys.readouterr().err.strip() == f"minescan: error: calibration folder {tmp_path / 'none'}: not found"
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -33,7 +33,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise SourceError(f"--manifest {path}: cannot read ({exc.strerror or exc})") from exc
+        raise SourceError(f"manifest {path}: cannot read ({exc.strerror or exc})") from exc
     base = path.absolute().parent
     texts = (line.split("#", 1)[0].strip() for line in lines)
     return [absolute_input(text, base) for text in texts if text]

@@ -122,7 +122,7 @@ def _offset(src, indexes: list[int], baseline: float | None) -> float:
         tags = src.tags(index)
         found.add(next((float(tags[k]) for k in _OFFSET_ITEMS if k in tags), 0.0))
     if len(found) > 1:
-        raise SourceError(f"{src.name}: red, green and blue have different offsets {sorted(found)}; pass --offset")
+        raise SourceError(f"{src.name}: red, green and blue have different offsets {sorted(found)}; give the offset explicitly")
     return found.pop()
 
 
