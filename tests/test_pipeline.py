@@ -28,8 +28,15 @@ def test_threaded_keeps_order_and_runs_ahead_by_at_most_the_queue():
 
     items = threaded(source(), maxsize=3, name="t")
     assert next(items) == 0
-    time.sleep(0.3)
-    assert len(produced) <= 1 + 3 + 1  # consumed + queued + one blocked in put
+    # The producer fills the queue and then blocks: wait (bounded) until it has produced all it may, then
+    # check it stays there while nobody consumes (a producer not held back would be through 50 items by then).
+    deadline = time.monotonic() + 10
+    while len(produced) < 1 + 3 + 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(produced) == 1 + 3 + 1  # consumed + queued + one blocked in put
+    worker = next(t for t in threading.enumerate() if t.name == "minescan-t")
+    worker.join(0.2)  # still blocked in put: it cannot end, and produces nothing more meanwhile
+    assert worker.is_alive() and len(produced) == 1 + 3 + 1
     assert list(items) == list(range(1, 50))
 
 
@@ -43,28 +50,29 @@ def test_threaded_raises_the_stage_error_in_the_consumer():
 
 
 def test_closing_the_consumer_stops_every_stage_upstream():
-    before = threading.active_count()
     stages = threaded(threaded(iter(range(10**9)), maxsize=2, name="a"), maxsize=2, name="b")
     assert next(stages) == 0
-    stages.close()
-    time.sleep(0.5)
-    assert threading.active_count() == before
+    workers = [t for t in threading.enumerate() if t.name in ("minescan-a", "minescan-b")]
+    assert len(workers) == 2
+    stages.close()  # joins stage b, whose end closes stage a
+    for worker in workers:
+        worker.join(10)
+    assert not any(worker.is_alive() for worker in workers)
 
 
 def test_ordered_map_runs_calls_side_by_side_and_keeps_input_order():
-    running, peak, lock = [0], [0], threading.Lock()
+    # Three calls meet at a barrier: it opens only if all three run at the same time (else it times out and
+    # the test fails), and the first of each three finishes last, so results come back out of order.
+    barrier, done_later = threading.Barrier(3, timeout=10), {}
 
-    def slow(i):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02 if i % 3 else 0.06)  # every third item finishes last
-        with lock:
-            running[0] -= 1
+    def call(i):
+        barrier.wait()
+        if i % 3 == 0:
+            done_later[i] = threading.Event()
+            done_later[i].wait(0.05)
         return i * i
 
-    assert list(ordered_map(slow, range(30), workers=3, name="t")) == [i * i for i in range(30)]
-    assert peak[0] == 3
+    assert list(ordered_map(call, range(30), workers=3, name="t")) == [i * i for i in range(30)]
 
 
 def test_ordered_map_raises_the_call_error_in_the_consumer_and_stops():

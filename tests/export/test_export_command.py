@@ -1,5 +1,7 @@
 """``minescan export`` from the command line, and the exported model scanning a scene."""
 
+import json
+
 import pytest
 
 pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
@@ -22,9 +24,17 @@ def test_export_verify_then_scan_with_the_recipe_from_metadata(saved_model_dir, 
 
     scene = tmp_path / "scene.tif"
     write_scene(scene, SceneSpec(width=700, height=600, objects=5, seed=2))
-    result = tmp_path / "r.gpkg"
+    result = tmp_path / "r.geojson"
     assert main(["scan", str(scene), "--model", str(model), "--out", str(result)]) == 0
-    assert result.is_file() and "2 tiles" in capsys.readouterr().out
+    assert "2 tiles" in capsys.readouterr().out
+    # The recipe came from the model's metadata: the plan says so, and the scan equals one given it explicitly.
+    assert main(["scan", str(scene), "--model", str(model), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "bands       3,2,1 (B04, B03, B02) [model]" in plan and "gain 3 [model]" in plan
+    explicit = tmp_path / "explicit.geojson"
+    assert main(["scan", str(scene), "--model", str(model), "--out", str(explicit), "--bands", "3,2,1", "--gain", "3",
+                 "--score-threshold", "0.5"]) == 0
+    assert json.loads(result.read_text())["features"] == json.loads(explicit.read_text())["features"]
 
 
 def test_export_of_a_missing_saved_model_is_one_line(tmp_path, capsys):

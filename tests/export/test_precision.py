@@ -106,8 +106,10 @@ def test_int8_agreement_is_reported(fp32, int8, tiles):
     report = compare_precision(fp32.SerializeToString(), int8.SerializeToString(), "int8", tiles)
     assert report.parity.compared >= 10 and report.recall >= 0.8, report.format()
     assert report.parity.score_floor == 0.5  # what a scan at the default threshold reports
-    assert report.passed == (report.recall >= 0.8 and report.parity.max_score_diff <= 0.1)
-    assert "int8 vs fp32" in report.format() and "x)" in report.format()
+    # The trained demo detector's INT8 passes on scene tiles with mining sites (recall of FP32's detections
+    # >= 0.8 and score drift <= 0.1); test_int8_that_disagrees_fails_verify_and_leaves_nothing shows a failing one.
+    assert report.passed, report.format()
+    assert "int8 vs fp32 PASS" in report.format() and "x)" in report.format()
 
 
 def test_a_perturbed_model_fails_the_agreement(fp32, fp16, tiles):
