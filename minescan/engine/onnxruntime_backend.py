@@ -1,7 +1,9 @@
 """The default backend: ONNX Runtime, on the CPU or (with onnxruntime-gpu) a GPU execution provider.
 
 The session is created once per model with explicit thread settings and the
-model is checked against the OD API contract before anything runs.
+model is checked against the OD API contract before anything runs, its
+``minescan.*`` metadata too (:class:`~minescan.model.metadata.MetadataError`
+naming the file and the key: see :mod:`minescan.model.metadata`).
 
 On the CPU a scan runs several ``detect`` calls at once (``concurrency``,
 one per core by default, at most :data:`MAX_WORKERS`), each on its own
@@ -30,7 +32,7 @@ from minescan.defaults import DEFAULTS, available_cores
 from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_contract
 from minescan.model.detections import BatchDetections, TileDetections
 from minescan.engine.detector import check_tiles, split_batch
-from minescan.model.metadata import MetadataError, parse_metadata
+from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
 from minescan.errors import MinescanError
 
 
@@ -99,8 +101,9 @@ class OnnxRuntimeDetector:
         )
         try:
             self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
+            check_input_size(self.metadata, self.signature)
         except MetadataError as exc:
-            raise ContractError(f"{path}: {exc}") from exc
+            raise MetadataError(f"{path}: {exc}") from None
         self._max_batch = self.signature.batch or max_batch
 
     def detect(self, tiles: np.ndarray, score_threshold: float = 0.0) -> list[TileDetections]:

@@ -32,7 +32,7 @@ from minescan.engine.cuda_runtime import DeviceArena, gpu_info
 from minescan.model.detections import TileDetections, from_normalized
 from minescan.engine.detector import DetectorInputError, check_tiles, split_batch
 from minescan.engine.engine_sidecar import EngineMismatchError, check_engine, read_sidecar
-from minescan.model.metadata import MetadataError, parse_metadata
+from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
 from minescan.engine.onnxruntime_backend import ModelLoadError
 from minescan.engine.tensorrt_common import LOGGER, build_target, dims, numpy_dtype, tensor_spec, trt
 from minescan.errors import MinescanError
@@ -98,8 +98,10 @@ class TensorRTDetector:
         self.signature = _pin_to_profile(signature, low, high)
         try:
             self.metadata = parse_metadata(sidecar.metadata)
+            # Against the graph's own fixed dims, not the profile: a build's size option may differ from the metadata.
+            check_input_size(self.metadata, signature, "the engine's input")
         except MetadataError as exc:
-            raise ContractError(f"{path}: {exc}") from exc
+            raise MetadataError(f"{path}: {exc}") from None
         self._min_batch = low[0]
         self._max_batch = min(high[0], max_batch) if max_batch else high[0]
         self._dtypes = {n: numpy_dtype(engine.get_tensor_dtype(n), n) for n in self._outputs}

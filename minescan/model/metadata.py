@@ -8,13 +8,24 @@ owner set one, the postprocessing recipe (``drop_parts``: see
 the ONNX ``metadata_props`` under the ``minescan.`` prefix, each value a JSON
 document, so any ONNX tool shows them and ONNX Runtime returns them through
 ``InferenceSession.get_modelmeta().custom_metadata_map``.
+
+:func:`parse_metadata` checks every entry it reads and raises
+:class:`MetadataError` (a :class:`~minescan.model.contract.ContractError`)
+with one line naming the key and the offending value, e.g.
+``metadata 'minescan.preprocessing': 'gain' must be a number, got 'abc'``;
+the backends prefix the model file.  :func:`check_input_size` refuses a
+``minescan.input_size`` that contradicts the graph's fixed input height and
+width.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
+
+from minescan.model.contract import ContractError, ModelSignature
 
 LABELS_KEY = "minescan.labels"
 INPUT_SIZE_KEY = "minescan.input_size"
@@ -25,8 +36,12 @@ BUILD_KEY = "minescan.build"
 POSTPROCESSING_KEY = "minescan.postprocessing"
 
 
-class MetadataError(ValueError):
-    """A ``minescan.*`` metadata entry is not what it should be."""
+class MetadataError(ContractError, ValueError):
+    """A ``minescan.*`` metadata entry is not what it should be (a one-line :class:`~minescan.errors.MinescanError`)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 RECIPE_KEYS = ("bands", "gain", "offset", "scale")
@@ -49,21 +64,24 @@ class Recipe:
     def from_json(cls, raw: Any) -> "Recipe":
         """The recipe of a ``minescan.preprocessing`` JSON object; raise :class:`MetadataError` on nonsense."""
         if not isinstance(raw, dict):
-            raise MetadataError(f"model metadata {PREPROCESSING_KEY!r} must be an object, got {raw!r}")
+            raise MetadataError(f"metadata {PREPROCESSING_KEY!r} must be an object, got {raw!r}")
+        unknown = sorted(set(raw) - set(RECIPE_KEYS))
+        if unknown:
+            raise MetadataError(f"metadata {PREPROCESSING_KEY!r} has unknown key {unknown[0]!r} (known: {', '.join(RECIPE_KEYS)})")
         bands = raw.get("bands")
         if bands is not None and not (
             isinstance(bands, list) and len(bands) == 3 and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands)
         ):
-            raise MetadataError(f"model metadata {PREPROCESSING_KEY!r}: 'bands' must be null or 3 1-based band numbers, got {bands!r}")
+            raise MetadataError(f"metadata {PREPROCESSING_KEY!r}: 'bands' must be null or 3 1-based band numbers, got {bands!r}")
         numbers = {}
         for key in ("gain", "offset", "scale"):
             value = raw.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise MetadataError(f"model metadata {PREPROCESSING_KEY!r}: {key!r} must be a number, got {value!r}")
+            if value is not None and not _is_number(value):
+                raise MetadataError(f"metadata {PREPROCESSING_KEY!r}: {key!r} must be a number, got {value!r}")
             numbers[key] = None if value is None else float(value)
         for key in ("gain", "scale"):
             if numbers[key] is not None and numbers[key] <= 0:
-                raise MetadataError(f"model metadata {PREPROCESSING_KEY!r}: {key!r} must be positive, got {raw.get(key)!r}")
+                raise MetadataError(f"metadata {PREPROCESSING_KEY!r}: {key!r} must be positive, got {raw.get(key)!r}")
         return cls(bands=tuple(bands) if bands else None, **numbers)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,10 +99,13 @@ class Postprocessing:
 
     @classmethod
     def from_json(cls, raw: Any) -> "Postprocessing":
-        if not isinstance(raw, dict) or set(raw) - {"drop_parts"} or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in raw.values()
-        ):
-            raise MetadataError(f"model metadata {POSTPROCESSING_KEY!r} must map drop_parts to a number in [0, 1], got {raw!r}")
+        if not isinstance(raw, dict):
+            raise MetadataError(f"metadata {POSTPROCESSING_KEY!r} must be an object, got {raw!r}")
+        unknown = sorted(set(raw) - {"drop_parts"})
+        if unknown:
+            raise MetadataError(f"metadata {POSTPROCESSING_KEY!r} has unknown key {unknown[0]!r} (known: drop_parts)")
+        if "drop_parts" in raw and not (_is_number(raw["drop_parts"]) and 0 <= raw["drop_parts"] <= 1):
+            raise MetadataError(f"metadata {POSTPROCESSING_KEY!r}: 'drop_parts' must be a number in [0, 1], got {raw['drop_parts']!r}")
         return cls(drop_parts=float(raw["drop_parts"]) if "drop_parts" in raw else None)
 
     def to_json(self) -> dict[str, float]:
@@ -114,30 +135,41 @@ def _loads(key: str, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MetadataError(f"model metadata {key!r} is not JSON: {text[:80]!r}") from exc
+        raise MetadataError(f"metadata {key!r} is not JSON: {text[:80]!r}") from None
+
+
+def _labels(raw: Any) -> dict[int, str]:
+    if not isinstance(raw, dict):
+        raise MetadataError(f"metadata {LABELS_KEY!r} must map class ids to names, got {raw!r}")
+    labels = {}
+    for key, name in raw.items():
+        if not (key.isascii() and key.isdigit() and int(key) >= 1):
+            raise MetadataError(f"metadata {LABELS_KEY!r}: class id {key!r} is not a positive integer")
+        if not isinstance(name, str) or not name.strip():
+            raise MetadataError(f"metadata {LABELS_KEY!r}: the name of class {key} must be a non-empty string, got {name!r}")
+        labels[int(key)] = name
+    return labels
+
+
+def _object(key: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise MetadataError(f"metadata {key!r} must be an object, got {raw!r}")
+    return raw
 
 
 def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     """Read minescan's entries from a ``metadata_props``-like mapping."""
-    labels: dict[int, str] = {}
-    if LABELS_KEY in props:
-        raw = _loads(LABELS_KEY, props[LABELS_KEY])
-        if not isinstance(raw, dict):
-            raise MetadataError(f"model metadata {LABELS_KEY!r} must map class ids to names, got {raw!r}")
-        try:
-            labels = {int(k): str(v) for k, v in raw.items()}
-        except ValueError as exc:
-            raise MetadataError(f"model metadata {LABELS_KEY!r} has a non-integer class id: {raw!r}") from exc
+    labels = _labels(_loads(LABELS_KEY, props[LABELS_KEY])) if LABELS_KEY in props else {}
     input_size = None
     if INPUT_SIZE_KEY in props:
         raw = _loads(INPUT_SIZE_KEY, props[INPUT_SIZE_KEY])
         if raw is not None:
-            if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) and v > 0 for v in raw)):
-                raise MetadataError(f"model metadata {INPUT_SIZE_KEY!r} must be [height, width], got {raw!r}")
+            if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw)):
+                raise MetadataError(f"metadata {INPUT_SIZE_KEY!r} must be null or [height, width] in pixels, got {raw!r}")
             input_size = (raw[0], raw[1])
     recipe = Recipe.from_json(_loads(PREPROCESSING_KEY, props[PREPROCESSING_KEY])) if PREPROCESSING_KEY in props else Recipe()
-    tool_versions = _loads(TOOL_VERSIONS_KEY, props[TOOL_VERSIONS_KEY]) if TOOL_VERSIONS_KEY in props else {}
-    build = _loads(BUILD_KEY, props[BUILD_KEY]) if BUILD_KEY in props else {}
+    tool_versions = _object(TOOL_VERSIONS_KEY, _loads(TOOL_VERSIONS_KEY, props[TOOL_VERSIONS_KEY])) if TOOL_VERSIONS_KEY in props else {}
+    build = _object(BUILD_KEY, _loads(BUILD_KEY, props[BUILD_KEY])) if BUILD_KEY in props else {}
     postprocessing = (
         Postprocessing.from_json(_loads(POSTPROCESSING_KEY, props[POSTPROCESSING_KEY])) if POSTPROCESSING_KEY in props else Postprocessing()
     )
@@ -150,6 +182,20 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
         build=build,
         postprocessing=postprocessing,
     )
+
+
+def check_input_size(meta: ModelMetadata, signature: ModelSignature, graph: str = "the graph's input") -> None:
+    """Raise :class:`MetadataError` when ``minescan.input_size`` contradicts a fixed input height or width.
+
+    A run-time (symbolic) dimension agrees with any size; ``graph`` names what
+    was read (the ONNX graph's input, a TensorRT engine's input).
+    """
+    if meta.input_size is None:
+        return
+    fixed = (signature.height, signature.width)
+    if any(dim is not None and dim != want for dim, want in zip(fixed, meta.input_size)):
+        shown = "x".join("?" if dim is None else str(dim) for dim in fixed)
+        raise MetadataError(f"metadata {INPUT_SIZE_KEY!r} {list(meta.input_size)} contradicts {graph} {shown}")
 
 
 def metadata_props(meta: ModelMetadata) -> dict[str, str]:

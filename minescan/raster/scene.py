@@ -10,9 +10,20 @@ reads tile windows, never the whole raster.  Bands are chosen by 1-based
 index; by default the red, green and blue bands are found from the colour
 interpretation or from band descriptions such as ``B04``/``B4``.
 
-Nodata comes from an explicit value, else the dataset's nodata value, else a
-per-dataset mask or alpha band.  In float data NaN pixels are nodata whatever
-else says so (a NaN nodata value included, which ``==`` never matches).
+Which pixels are nodata (the rule every scan follows):
+
+* With a nodata value (an explicit one, else the raster's): a pixel is
+  nodata when ALL chosen bands equal it.  GDAL's nodata is per band: it says
+  that band's value is missing, not that the pixel is; a swath edge or a
+  Sentinel-2 DN 0 is 0 in every band at once, while a pure red uint8 pixel
+  (255, 0, 0) with nodata 0 is data.  An explicit value overrides the
+  raster's value and its masks.
+* Without one, a per-dataset mask or an alpha band decides (GDAL's
+  ``read_masks``: 0 = nodata), as it does for every band alike.
+* Otherwise no pixel is nodata by value.
+* In float data a pixel is nodata when ANY chosen band is NaN, whatever else
+  says so (a NaN nodata value included, which ``==`` never matches): NaN is
+  no value, and a pixel missing one of its colours cannot be rendered.
 Every error is one line naming the dataset; a failed read carries GDAL's own
 reason (e.g. ``TIFFFillTile:Read error at row 512 ...; got 360828 bytes,
 expected 360842`` for a truncated file), not rasterio's "see previous
@@ -288,11 +299,12 @@ class Scene:
 
     def _nodata_mask(self, data: np.ndarray, window: Window, handle: DatasetReader,
                      out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        # Band by band into one mask: a third of the memory traffic of (data == v).any(axis=0).
+        # Band by band into one mask: a third of the memory traffic of (data == v).all(axis=0).
+        # Nodata where ALL chosen bands hold the value (see the module docstring); NaN: where ANY band is NaN.
         if self._nodata_value is not None:
             mask = np.equal(data[0], self._nodata_value)
             for band in data[1:]:
-                mask |= band == self._nodata_value
+                mask &= band == self._nodata_value
         elif self._dataset_mask:
             mask = handle.read_masks(self.bands[0], window=window, out_shape=out_shape) == 0
         else:

@@ -18,15 +18,38 @@ existing file is replaced only by a complete one.  :func:`write_atomically`
 takes bytes; :func:`atomic_path` hands writers that create the file
 themselves (pyogrio, pyarrow) a temporary path and does steps 2-4 after them.
 
-Temporaries left by a killed process match :data:`TEMPORARY_NAME`;
-:func:`minescan.runs.outdir.lock_run_folder` sweeps them.
+Temporaries left by a killed process (``kill -9``, a power cut) match
+:data:`TEMPORARY_NAME` and are swept at two places:
+
+* before each write, :func:`sweep_stale_temporaries` removes the temporaries
+  *of the same destination* whose writing process no longer exists: the pid
+  in the name is not a running process (or a zombie), or the process now
+  holding that pid started after the file was last modified (a reused pid;
+  Linux's ``/proc`` tells, elsewhere such a file is kept).  A live
+  concurrent writer's temporary is never touched, nor another
+  destination's.  A pid only means something on the machine that wrote it:
+  two machines writing one destination in a shared folder at the same
+  moment are not supported (the sweep could take the other's temporary,
+  whose rename then fails loudly, never tearing the destination);
+* :func:`minescan.runs.outdir.lock_run_folder` removes every temporary under
+  a run folder once it holds the folder's lock.
+
+Test hook, not a setting: ``MINESCAN_FAULT=after-temp`` or ``after-rename``,
+optionally ``:<pattern>`` (``fnmatch`` on the destination's file name, e.g.
+``after-rename:*.gpkg``), makes the process ``SIGKILL`` itself once the
+temporary is written and synced, or once it is renamed into place, so that
+tests can kill a real ``minescan`` at exactly that point (see
+``tests/test_interrupts.py``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import secrets
+import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,6 +59,14 @@ from minescan.errors import MinescanError
 TEMPORARY_NAME = re.compile(r"^\..+\.\d+(-[0-9a-f]+)?\.tmp(\.[\w-]+)?$")
 """Names of temporaries (and their side files, e.g. ``.x.gpkg.12-ab.tmp.gpkg-journal``); also the
 older ``.<stem>.<pid>.tmp<suffix>`` form."""
+
+
+FAULT_VARIABLE = "MINESCAN_FAULT"
+"""The test hook's environment variable (see the module docstring)."""
+
+_REUSE_SLACK_S = 60.0
+"""A live pid counts as reused only when its process started this long after the file's last change
+(boot time is read in whole seconds, and a clock step must not make a live writer look stale)."""
 
 
 class AtomicWriteError(MinescanError):
@@ -85,6 +116,7 @@ def atomic_path(path: str | os.PathLike[str], *, sidecars: Sequence[str] = ()) -
     :class:`AtomicWriteError` naming ``path``.
     """
     path = Path(path)
+    sweep_stale_temporaries(path)
     temporary = temporary_path(path)
     try:
         yield temporary
@@ -94,16 +126,90 @@ def atomic_path(path: str | os.PathLike[str], *, sidecars: Sequence[str] = ()) -
         for written, _ in moves:
             if written.is_file():
                 _sync(written)
+        _fault("after-temp", path)
         for written, final in moves:
             if written.is_file():
                 os.replace(written, final)
             elif final != path:
                 final.unlink(missing_ok=True)
         _sync_folder(path.parent)
+        _fault("after-rename", path)
     except OSError as exc:
         raise _error(path, exc) from exc
     finally:
         _remove_temporaries(temporary)
+
+
+def sweep_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``path`` (its sidecars' included) whose writer no longer runs; return them.
+
+    Best effort: a file that cannot be examined or removed is left alone.
+    """
+    path = Path(path)
+    names = (
+        re.compile(rf"^\.{re.escape(path.name)}\.(?P<pid>\d+)-[0-9a-f]+\.tmp(\.[\w-]+)?$"),
+        re.compile(rf"^\.{re.escape(path.stem)}\.(?P<pid>\d+)\.tmp{re.escape(path.suffix)}[\w-]*$"),  # the older form
+    )
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed  # no folder yet: nothing to sweep
+    for entry in entries:
+        match = next((m for m in (n.match(entry.name) for n in names) if m), None)
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or not _writer_gone(int(match["pid"]), entry.stat().st_mtime):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _writer_gone(pid: int, modified: float) -> bool:
+    """Whether process ``pid``, which last changed a file at ``modified``, can no longer be writing it."""
+    if pid <= 0:
+        return False  # not a name temporary_path makes: not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    except OverflowError:
+        return True  # no process has such a pid
+    except OSError:
+        return False
+    started = _process_start(pid)
+    return started is not None and started > modified + _REUSE_SLACK_S
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds; inf for a zombie), or None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as stream:
+            boot = next(float(line.split()[1]) for line in stream if line.startswith(b"btime "))
+        if fields[0] == b"Z":
+            return float("inf")  # dead, not yet reaped by its parent
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+
+
+def _fault(point: str, path: Path) -> None:
+    """The test hook (see the module docstring): SIGKILL this process at ``point`` when asked to."""
+    wanted = os.environ.get(FAULT_VARIABLE)
+    if not wanted:
+        return
+    name, _, pattern = wanted.partition(":")
+    if name == point and (not pattern or fnmatch.fnmatch(path.name, pattern)):
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # SIGKILL is delivered at once; never go on writing
 
 
 def _sync(path: Path) -> None:

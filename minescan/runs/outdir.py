@@ -6,7 +6,10 @@ so a crashed run never blocks the next one.  Every file a run writes goes
 through :mod:`minescan.results.atomic` (a hidden temporary name beside its
 destination, synced and renamed into place), so a reader sees the old file
 or the new one, never half of one.  Temporaries left by a killed run are
-removed when the next run takes the lock.
+removed when the next run takes the lock, every one under the folder (the
+lock makes them all stale); outside run folders each atomic write sweeps its
+own destination's temporaries whose writer has died
+(:func:`minescan.results.atomic.sweep_stale_temporaries`).
 """
 
 from __future__ import annotations

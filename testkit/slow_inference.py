@@ -1,0 +1,38 @@
+"""``minescan`` with inference that announces itself and takes its time: for interrupting a real process.
+
+``python -m testkit.slow_inference MARKER SECONDS <minescan arguments...>`` runs
+the ordinary command line (:func:`minescan.cli.main`, exit code and all) with
+one change: every ONNX Runtime ``detect`` call first creates the file
+``MARKER`` (so a test knows, without guessing by time, that inference is
+under way) and then runs the real inference plus ``SECONDS`` of sleep, so the
+scan is still inside inference when the test's signal arrives.  A test
+fixture, not part of minescan.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    marker, seconds, rest = Path(argv[0]), float(argv[1]), argv[2:]
+
+    from minescan.cli import main as minescan_main
+    from minescan.engine.onnxruntime_backend import OnnxRuntimeDetector
+
+    detect = OnnxRuntimeDetector.detect
+
+    def announced(self, tiles, score_threshold=0.0):
+        marker.touch()
+        found = detect(self, tiles, score_threshold)
+        time.sleep(seconds)
+        return found
+
+    OnnxRuntimeDetector.detect = announced
+    return minescan_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
