@@ -42,7 +42,12 @@ class Defaults:
     # Stitching (minescan.scan.stitch).
     iou: float = 0.4
     containment: float = 0.8
-    edge_tolerance: float = 2.0
+    # px: how far a model may place a box edge from where another tile (or the tile edge) puts it.  A box edge
+    # this close to an interior tile edge is cut there; two boxes, one of them cut, are one object when each
+    # edge agrees within it (minescan.scan.stitch).  Issue 12 saw boxes move by up to 3 px per tile; random
+    # layouts (tests/test_stitch_property.py) stitch exactly up to 6 px of noise; at 7 px, 23 of their 1232
+    # large objects go wrong.
+    edge_tolerance: float = 6.0
     drop_parts: float = 0.0  # off
     # Concurrency: ONNX Runtime calls side by side on the CPU, and reader threads.
     max_workers: int = 4
