@@ -17,7 +17,10 @@ def _build(path) -> dict:
     return dict(read_metadata(onnx.load(str(path))).build)
 
 
-def test_tensorrt_target_is_parseable_and_verified(saved_model_dir, tmp_path, capsys):
+def test_tensorrt_target_uses_only_supported_ops_and_is_verified(saved_model_dir, tmp_path, capsys):
+    # What can be checked without TensorRT: no Loop/If, every op in TensorRT 10's published ONNX
+    # support matrix (minescan/export/tensorrt_ops.py), and parity with TF and the plain export. A real
+    # parse needs TensorRT (tests/test_tensorrt.py builds engines where it is installed).
     out = tmp_path / "model.trt.onnx"
     assert main(["export", str(saved_model_dir), "--out", str(out), "--target", "tensorrt", "--verify"]) == 0
     printed = capsys.readouterr().out
