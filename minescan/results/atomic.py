@@ -150,7 +150,7 @@ def sweep_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
         re.compile(rf"^\.{re.escape(path.name)}\.(?P<pid>\d+)-[0-9a-f]+\.tmp(\.[\w-]+)?$"),
         re.compile(rf"^\.{re.escape(path.stem)}\.(?P<pid>\d+)\.tmp{re.escape(path.suffix)}[\w-]*$"),  # the older form
     )
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
