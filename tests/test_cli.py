@@ -60,6 +60,18 @@ def test_raster_without_georeferencing(capsys, square_model, tmp_path):
     _fails(capsys, ["scan", str(path), "--model", str(square_model), "--out", str(tmp_path / "r.gpkg")], "has no georeferencing")
 
 
+def test_raster_without_georeferencing_is_one_line_in_a_real_process(square_model, tmp_path):
+    path = tmp_path / "plain.tif"
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=3, dtype="uint8") as dst:
+            dst.write(np.zeros((3, 100, 100), np.uint8))
+    run = subprocess.run([sys.executable, "-m", "minescan", "scan", str(path), "--model", str(square_model), "--out",
+                          str(tmp_path / "r.gpkg")], capture_output=True, text=True)
+    # rasterio's own NotGeoreferencedWarning (two lines) no longer precedes minescan's one line.
+    assert run.returncode == 1 and run.stderr.splitlines() == [
+        f"minescan: error: {path}: has no georeferencing (no CRS or geotransform); results could not be placed on a map"]
+
+
 def test_four_band_raster_without_band_names_asks_for_bands(capsys, square_model, tmp_path):
     path = tmp_path / "anon.tif"
     with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=4, dtype="uint16", crs="EPSG:32633",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from minescan import __version__
@@ -46,6 +47,9 @@ def _message(exc: MinescanError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # minescan checks georeferencing itself and says what is missing in its one line; rasterio's two-line
+    # NotGeoreferencedWarning before it would break the one-line contract on stderr.
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform", module="rasterio")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
