@@ -49,6 +49,9 @@ class Defaults:
     # large objects go wrong.
     edge_tolerance: float = 6.0
     drop_parts: float = 0.0  # off
+    # Domain-shift guard (minescan.model.statistics): a scene whose rendered input lies further than this
+    # from the model's training input (in training standard deviations) is flagged as unreliable.
+    shift_threshold: float = 0.3
     # Concurrency: ONNX Runtime calls side by side on the CPU, and reader threads.
     max_workers: int = 4
     max_read_threads: int = 8

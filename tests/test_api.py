@@ -51,12 +51,14 @@ def test_scan_detect_and_the_command_line_agree(make_scene, square_model, tmp_pa
         array, transform, crs, nodata = src.read().transpose(1, 2, 0), src.transform, src.crs, src.nodata
     in_memory = scanner.detect(array, transform=transform, crs=crs, nodata=nodata)
     np.testing.assert_array_equal(in_memory.detections.boxes, result.detections.boxes)
-    assert in_memory.to_geojson() == {**result.to_geojson(), "features": [
-        {**f, "properties": {**f["properties"], "scene": "array"}} for f in result.to_geojson()["features"]]}
+    collection = result.to_geojson()
+    assert in_memory.to_geojson() == {**collection, "minescan": {**collection["minescan"], "scene": "array"}, "features": [
+        {**f, "properties": {**f["properties"], "scene": "array"}} for f in collection["features"]]}
     out = tmp_path / "cli.geojson"
     assert main(["scan", str(path), "--model", str(square_model), "--bands", "3,2,1", "--tile", "256", "--overlap", "64",
                  "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["features"] == result.to_geojson()["features"]
+    written = json.loads(out.read_text())
+    assert written["features"] == collection["features"] and written["minescan"] == collection["minescan"]
     # Without georeferencing an array scans in pixels, and refuses to be placed on a map.
     pixels = scanner.detect(array)
     np.testing.assert_array_equal(pixels.detections.boxes, result.detections.boxes)

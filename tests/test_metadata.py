@@ -52,7 +52,7 @@ BAD = [
     ({"preprocessing": {**PREPROCESSING, "gain": -1}}, "metadata 'minescan.preprocessing': 'gain' must be positive, got -1"),
     ({"preprocessing": {**PREPROCESSING, "offset": True}}, "metadata 'minescan.preprocessing': 'offset' must be a number, got True"),
     ({"preprocessing": '{"gain": Infinity}'}, "metadata 'minescan.preprocessing': 'gain' must be a number, got inf"),
-    ({"preprocessing": {**PREPROCESSING, "gian": 2}}, "metadata 'minescan.preprocessing' has unknown key 'gian' (known: bands, gain, offset, scale)"),
+    ({"preprocessing": {**PREPROCESSING, "gian": 2}}, "metadata 'minescan.preprocessing' has unknown key 'gian' (known: bands, gain, offset, scale, normalisation)"),
     ({"preprocessing": [3, 2, 1]}, "metadata 'minescan.preprocessing' must be an object, got [3, 2, 1]"),
     ({"preprocessing": "{gain: 2"}, "metadata 'minescan.preprocessing' is not JSON: '{gain: 2'"),
     ({"labels": ["mine"]}, "metadata 'minescan.labels' must map class ids to names, got ['mine']"),

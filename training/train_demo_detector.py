@@ -5,7 +5,10 @@
 
 It generates ``--scenes`` mining scenes (seeds ``SCENE_SEED_BASE`` + 0, 1, ...;
 evaluate on any other seed), trains the export fixture's tiny Faster R-CNN
-(:mod:`training.faster_rcnn_losses`) on random augmented tiles of them with
+(:mod:`training.faster_rcnn_losses`) on random tiles of them, normalised
+with ``--normalisation`` (default: a per-band 2-98 % stretch over each scene)
+and radiometrically augmented (:mod:`training.tiles`; ``--no-augment`` turns
+it off), with
 Adam (linear warm-up, cosine decay), and saves ``OUT/saved_model`` in the TF
 Object Detection API serving contract, ``OUT/label_map.pbtxt``
 (illegal_mining, legal_mining) and the record of the run:
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np  # noqa: E402
 
+from minescan.model.metadata import Normalisation  # noqa: E402
 from minescan.synthetic.mining import MINING_LABELS, MiningSpec  # noqa: E402
 from training.tiles import TrainingScene, render_training_scene, sample_tile  # noqa: E402
 
@@ -47,20 +51,31 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
     p.add_argument("--log-every", type=int, default=50, help="steps per logged loss average (default 50)")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (default 2)")
+    p.add_argument("--normalisation", choices=("stretch", "gain"), default="stretch",
+                   help="per-scene percentile stretch (default) or the fixed true-colour gain")
+    p.add_argument("--stretch", default="2,98", help="LOW,HIGH stretch percentiles (default 2,98)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no radiometric augmentation")
     p.add_argument("--check-decrease", action="store_true", help="exit 1 unless the loss went down (smoke check)")
     return p.parse_args(argv)
 
 
-def _scenes(count: int, size: int) -> tuple[list[TrainingScene], list[MiningSpec]]:
+def _normalisation(args: argparse.Namespace) -> Normalisation:
+    low, high = (float(v) for v in args.stretch.split(","))
+    return Normalisation("stretch", low=low, high=high) if args.normalisation == "stretch" else Normalisation("gain")
+
+
+def _scenes(count: int, size: int, normalisation: Normalisation) -> tuple[list[TrainingScene], list[MiningSpec]]:
     specs = [
         MiningSpec(width=size, height=size, seed=SCENE_SEED_BASE + i, illegal_density=4.0, legal_density=1.5, distractor_density=8.0)
         for i in range(count)
     ]
-    return [render_training_scene(spec) for spec in specs], specs
+    return [render_training_scene(spec, normalisation) for spec in specs], specs
 
 
 def _batch(scenes: list[TrainingScene], args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    tiles = [sample_tile(scenes[int(rng.integers(len(scenes)))], args.tile, rng) for _ in range(args.batch)]
+    normalisation = _normalisation(args)
+    tiles = [sample_tile(scenes[int(rng.integers(len(scenes)))], args.tile, rng, normalisation, args.augment)
+             for _ in range(args.batch)]
     return tuple(np.stack([getattr(t, name) for t in tiles]) for name in ("image", "truth", "classes"))
 
 
@@ -71,7 +86,8 @@ def _markdown(log: dict) -> str:
         "",
         f"seed {log['seed']}, {log['steps']} steps x {log['batch']} tiles of {log['tile']} px, "
         f"{len(log['scene_seeds'])} scenes of {log['scene_size']} px (seeds {log['scene_seeds'][0]}..{log['scene_seeds'][-1]}), "
-        f"peak learning rate {log['learning_rate']}, {log['seconds']:.0f} s",
+        f"peak learning rate {log['learning_rate']}, normalisation {json.dumps(log['normalisation'])}, "
+        f"radiometric augmentation {'on' if log['augment'] else 'off'}, {log['seconds']:.0f} s",
         "",
         "| step | " + " | ".join(names) + " | total |",
         "|---" * (len(names) + 2) + "|",
@@ -96,7 +112,7 @@ def train(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    scenes, specs = _scenes(args.scenes, args.scene_size)
+    scenes, specs = _scenes(args.scenes, args.scene_size, _normalisation(args))
     print(f"rendered {len(scenes)} scenes in {time.perf_counter() - started:.1f} s: "
           f"{sum(int((s.classes == 1).sum()) for s in scenes)} illegal, {sum(int((s.classes == 2).sum()) for s in scenes)} legal sites", flush=True)
 
@@ -112,6 +128,7 @@ def train(args: argparse.Namespace) -> dict:
     log: dict = {
         "seed": args.seed, "steps": args.steps, "batch": args.batch, "tile": args.tile, "scene_size": args.scene_size,
         "scene_seeds": [s.seed for s in specs], "learning_rate": args.learning_rate,
+        "normalisation": _normalisation(args).to_json(), "augment": args.augment,
         "targets": dataclasses.asdict(settings), "architecture": dataclasses.asdict(DEMO_ARCHITECTURE), "losses": [],
     }
     window: list[tuple[dict, float]] = []

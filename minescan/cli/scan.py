@@ -28,7 +28,8 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling")
     g.add_argument("--tile", type=int, help=f"tile size in px (default: the model's fixed size, else {DEFAULTS.tile})")
     g.add_argument("--overlap", type=int, help=f"tile overlap in px; objects up to this size are stitched exactly (default {DEFAULTS.overlap})")
-    g.add_argument("--stretch", type=percentiles, metavar="LOW,HIGH", help="scene-wide percentile stretch instead of the gain, e.g. 2,98")
+    g.add_argument("--stretch", type=percentiles, metavar="LOW,HIGH",
+                   help="scene-wide percentile stretch instead of the model's normalisation, e.g. 2,98 (default: the model's)")
     g.add_argument("--nodata", type=float, help="nodata value (default: the product's, else the raster's own)")
     d = p.add_argument_group("detection")
     d.add_argument("--score-threshold", type=float, help=f"drop detections scoring below this (default {DEFAULTS.score_threshold:g})")
@@ -46,6 +47,10 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
                    help="drop a box lying at least F inside a larger box of another class, as a part of that object; "
                    "0 = off (default: the model's setting, else off)")
     d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
+    d.add_argument("--shift-threshold", type=float, metavar="S",
+                   help="flag a scene as unreliable when its rendered input lies further than S (training standard "
+                   f"deviations) from the model's training input (default {DEFAULTS.shift_threshold:g}; needs the model's "
+                   "input statistics)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -99,6 +104,7 @@ def scan_options(args: argparse.Namespace):
         gain=args.gain, offset=args.offset, scale=args.scale, stretch=args.stretch, nodata=args.nodata, iou=args.iou,
         class_agnostic=args.class_agnostic, drop_parts=args.drop_parts, read_threads=args.read_threads,
         product_offset=args.boa_offset, labels=parse_labels(args.labels) if args.labels else None,
+        shift_threshold=args.shift_threshold,
     )
 
 
@@ -158,8 +164,12 @@ def run_scan(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     result.write(args.out)
+    warning = result.warning()
+    if warning:
+        print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
+    flag = "" if result.reliable else f", FLAGGED as unreliable (input shift {result.input_shift:.2f})"
     print(
-        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections, "
+        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections{flag}, "
         f"{result.seconds:.1f} s, {result.tiles_per_second:.1f} tiles/s -> {args.out}"
     )
     return 0

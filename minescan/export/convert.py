@@ -48,7 +48,9 @@ from minescan.export.saved_model import saved_model_graph, ServingSignature, loa
 from minescan.export.verify import compare_detections
 
 from minescan.export.choices import DEFAULT_OPSET  # noqa: E402
-DEFAULT_PREPROCESSING: Mapping[str, Any] = {"bands": None, "gain": DEFAULTS.gain, "offset": DEFAULTS.offset, "scale": DEFAULTS.scale}
+DEFAULT_PREPROCESSING: Mapping[str, Any] = {
+    "bands": None, "gain": DEFAULTS.gain, "offset": DEFAULTS.offset, "scale": DEFAULTS.scale, "normalisation": None,
+}
 BATCH_DIM = "batch"
 _PROBE_SIZE = (128, 128)  # probe tile size when the model takes any size
 _PROTOBUF_LIMIT = 2**31 - 1  # a single ONNX protobuf cannot exceed 2 GiB

@@ -4,7 +4,8 @@ An exported model carries what a scan needs to run it without repeating flags:
 the label map, the input size it was exported for, the preprocessing
 recipe (which bands, which gain and offset make its uint8 RGB) and, when its
 owner set one, the postprocessing recipe (``drop_parts``: see
-:mod:`minescan.scan.parts`).  They live in
+:mod:`minescan.scan.parts`) and the statistics of the input it was trained or
+calibrated on (:mod:`minescan.model.statistics`, the domain-shift guard).  They live in
 the ONNX ``metadata_props`` under the ``minescan.`` prefix, each value a JSON
 document, so any ONNX tool shows them and ONNX Runtime returns them through
 ``InferenceSession.get_modelmeta().custom_metadata_map``.
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from minescan.model.contract import ContractError, ModelSignature
+from minescan.model.statistics import STATISTICS_KEY, InputStatistics, StatisticsError
 
 LABELS_KEY = "minescan.labels"
 INPUT_SIZE_KEY = "minescan.input_size"
@@ -44,7 +46,82 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-RECIPE_KEYS = ("bands", "gain", "offset", "scale")
+RECIPE_KEYS = ("bands", "gain", "offset", "scale", "normalisation")
+NORMALISATIONS = ("gain", "stretch", "standardize", "histogram_match")
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How a model's uint8 input was normalised per scene in training (the ``normalisation`` of a recipe).
+
+    - ``gain``: fixed ``clip((value + offset) / scale * gain, 0, 1) * 255`` (the recipe's numbers);
+    - ``stretch``: each band's ``low`` and ``high`` percentile over the scene to 0 and 255;
+    - ``standardize``: each band's scene mean and standard deviation to ``mean`` and ``std`` (uint8 levels);
+    - ``histogram_match``: each band's scene ``percentiles`` to the ``reference`` uint8 values
+      (one list per band, rising), piecewise linear between them.
+
+    Scene statistics are measured once per scene (see
+    :meth:`minescan.raster.scene.Scene.statistics_sample`), never per tile.
+    """
+
+    kind: str = "gain"
+    low: float = 2.0
+    high: float = 98.0
+    mean: float = 110.0
+    std: float = 40.0
+    percentiles: tuple[float, ...] = ()
+    reference: tuple[tuple[float, ...], ...] = ()
+
+    @classmethod
+    def from_json(cls, raw: Any) -> "Normalisation":
+        where = f"metadata {PREPROCESSING_KEY!r}: 'normalisation'"
+        if not isinstance(raw, dict) or raw.get("kind") not in NORMALISATIONS:
+            raise MetadataError(f"{where} must be an object with 'kind' one of {', '.join(NORMALISATIONS)}, got {raw!r}")
+        kind = raw["kind"]
+        known = {"gain": {"kind"}, "stretch": {"kind", "low", "high"}, "standardize": {"kind", "mean", "std"},
+                 "histogram_match": {"kind", "percentiles", "reference"}}[kind]
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise MetadataError(f"{where} of kind {kind!r} has unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        for key in known - {"kind", "percentiles", "reference"}:
+            if key in raw and not _is_number(raw[key]):
+                raise MetadataError(f"{where}: {key!r} must be a number, got {raw[key]!r}")
+        values = {k: float(raw[k]) for k in known - {"kind", "percentiles", "reference"} if k in raw}
+        made = cls(kind=kind, **values)
+        if kind == "stretch" and not 0 <= made.low < made.high <= 100:
+            raise MetadataError(f"{where}: percentiles must satisfy 0 <= low < high <= 100, got {made.low:g}, {made.high:g}")
+        if kind == "standardize" and not (0 <= made.mean <= 255 and made.std > 0):
+            raise MetadataError(f"{where}: 'mean' must be in [0, 255] and 'std' positive, got {made.mean:g}, {made.std:g}")
+        if kind == "histogram_match":
+            pct, ref = raw.get("percentiles"), raw.get("reference")
+            if not (isinstance(pct, list) and len(pct) >= 2 and all(_is_number(p) for p in pct)
+                    and all(0 <= a < b <= 100 for a, b in zip(pct, pct[1:]))):
+                raise MetadataError(f"{where}: 'percentiles' must be 2 or more rising numbers in [0, 100], got {pct!r}")
+            if not (isinstance(ref, list) and ref and all(
+                    isinstance(band, list) and len(band) == len(pct) and all(_is_number(v) and 0 <= v <= 255 for v in band)
+                    and all(a <= b for a, b in zip(band, band[1:])) for band in ref)):
+                raise MetadataError(f"{where}: 'reference' must hold, per band, {len(pct)} non-decreasing uint8 values, got {ref!r}"[:300])
+            made = cls(kind=kind, percentiles=tuple(float(p) for p in pct),
+                       reference=tuple(tuple(float(v) for v in band) for band in ref))
+        return made
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "stretch":
+            return {"kind": "stretch", "low": self.low, "high": self.high}
+        if self.kind == "standardize":
+            return {"kind": "standardize", "mean": self.mean, "std": self.std}
+        if self.kind == "histogram_match":
+            return {"kind": "histogram_match", "percentiles": list(self.percentiles), "reference": [list(b) for b in self.reference]}
+        return {"kind": "gain"}
+
+    def describe(self) -> str:
+        """A short phrase for the scan plan."""
+        return {
+            "gain": "fixed gain",
+            "stretch": f"per-band percentile stretch {self.low:g}-{self.high:g} % over the scene",
+            "standardize": f"per-band standardisation to mean {self.mean:g}, std {self.std:g} over the scene",
+            "histogram_match": f"per-band histogram match to the model's reference ({len(self.percentiles)} percentiles)",
+        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -52,13 +129,15 @@ class Recipe:
     """How the model's owner turned scene pixels into its uint8 RGB: None where the model does not say.
 
     ``bands`` are 1-based red, green, blue indexes; a pixel value ``v`` becomes
-    reflectance ``(v + offset) / scale``, rendered ``clip(reflectance * gain, 0, 1) * 255``.
+    reflectance ``(v + offset) / scale``, rendered ``clip(reflectance * gain, 0, 1) * 255``,
+    unless ``normalisation`` says the model was trained on a per-scene normalisation.
     """
 
     bands: tuple[int, ...] | None = None
     gain: float | None = None
     offset: float | None = None
     scale: float | None = None
+    normalisation: Normalisation | None = None  # None: not recorded (fixed gain)
 
     @classmethod
     def from_json(cls, raw: Any) -> "Recipe":
@@ -82,12 +161,14 @@ class Recipe:
         for key in ("gain", "scale"):
             if numbers[key] is not None and numbers[key] <= 0:
                 raise MetadataError(f"metadata {PREPROCESSING_KEY!r}: {key!r} must be positive, got {raw.get(key)!r}")
-        return cls(bands=tuple(bands) if bands else None, **numbers)
+        normalisation = None if raw.get("normalisation") is None else Normalisation.from_json(raw["normalisation"])
+        return cls(bands=tuple(bands) if bands else None, normalisation=normalisation, **numbers)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to the model (every key, null where unset)."""
-        data = asdict(self)
+        data = {key: getattr(self, key) for key in ("gain", "offset", "scale")}
         data["bands"] = list(self.bands) if self.bands else None
+        data["normalisation"] = self.normalisation.to_json() if self.normalisation else None
         return data
 
 
@@ -129,6 +210,7 @@ class ModelMetadata:
     tool_versions: Mapping[str, str] = field(default_factory=dict)
     build: Mapping[str, Any] = field(default_factory=dict)
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
+    input_statistics: InputStatistics | None = None  # the training or calibration input (domain-shift guard)
 
 
 def _loads(key: str, text: str) -> Any:
@@ -173,7 +255,14 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     postprocessing = (
         Postprocessing.from_json(_loads(POSTPROCESSING_KEY, props[POSTPROCESSING_KEY])) if POSTPROCESSING_KEY in props else Postprocessing()
     )
+    statistics = None
+    if STATISTICS_KEY in props:
+        try:
+            statistics = InputStatistics.from_json(_loads(STATISTICS_KEY, props[STATISTICS_KEY]))
+        except StatisticsError as exc:
+            raise MetadataError(str(exc)) from None
     return ModelMetadata(
+        input_statistics=statistics,
         labels=labels,
         input_size=input_size,
         recipe=recipe,
@@ -212,4 +301,6 @@ def metadata_props(meta: ModelMetadata) -> dict[str, str]:
         props[POSTPROCESSING_KEY] = json.dumps(meta.postprocessing.to_json(), sort_keys=True)
     if meta.source_sha256:
         props[SOURCE_SHA256_KEY] = meta.source_sha256
+    if meta.input_statistics is not None:
+        props[STATISTICS_KEY] = json.dumps(meta.input_statistics.to_json(), sort_keys=True)
     return props

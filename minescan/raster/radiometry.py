@@ -11,8 +11,13 @@ whole scene (never per tile, which would render neighbouring tiles
 differently), to 0 and 255.  Nodata pixels become 0 in every band; so do NaN
 pixels, whatever the nodata mask says.
 
-Both are one linear map per band (:class:`Radiometry`), evaluated two ways
-with the same rounding, ``floor(clip(x, 0, 255) + 0.5)``:
+A model may have been trained on another per-scene normalisation (its
+recipe says which, :class:`~minescan.model.metadata.Normalisation`):
+:func:`standardize` (each band's scene mean and standard deviation to fixed
+uint8 levels) or :func:`histogram_match` (each band's scene percentiles to the
+model's reference levels, piecewise linear).  All are one monotone map per
+band (:class:`Radiometry`), evaluated two ways with the same rounding,
+``floor(clip(x, 0, 255) + 0.5)``:
 
 - 8 and 16 bit integers (uint8, uint16, int8, int16): a lookup table per
   band, indexed by the value's bit pattern (signed data is viewed as
@@ -68,6 +73,9 @@ class Radiometry:
     low: tuple[float, ...]
     high: tuple[float, ...]
     passthrough: bool = False
+    # Per band (values, levels): a rising piecewise-linear map instead of the straight line from
+    # low to high (histogram matching).  Below the first value and above the last, the end levels.
+    curves: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, data: np.ndarray, nodata: np.ndarray | None = None) -> np.ndarray:
@@ -106,13 +114,22 @@ class Radiometry:
         if key not in self._cache:
             patterns = np.arange(2 ** (8 * dtype.itemsize), dtype=np.dtype(f"u{dtype.itemsize}"))
             values = patterns.view(dtype).astype(np.float64)
-            low, factor = self._spans()
-            scaled = np.clip((values[None, :] - low[:, None]) * factor[:, None], 0.0, 255.0)
-            self._cache[key] = np.floor(scaled + 0.5).astype(np.uint8)
+            if self.curves is not None:
+                scaled = np.stack([np.interp(values, xs, ys) for xs, ys in self.curves])
+            else:
+                low, factor = self._spans()
+                scaled = (values[None, :] - low[:, None]) * factor[:, None]
+            self._cache[key] = np.floor(np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
         return self._cache[key]
 
     def _formula(self, data: np.ndarray, rgb: np.ndarray) -> None:
         """The map evaluated per pixel into ``rgb``, in one work buffer; NaN -> 0."""
+        if self.curves is not None:
+            for band, (xs, ys) in enumerate(self.curves):
+                levels = np.interp(data[band].astype(np.float64), xs, ys)
+                levels = np.nan_to_num(levels, nan=0.0)  # np.interp gives NaN for NaN; infinities take the end levels
+                np.copyto(rgb[..., band], np.floor(np.clip(levels, 0.0, 255.0) + 0.5), casting="unsafe")
+            return
         work_dtype = np.float32 if data.dtype == np.float32 else np.float64
         work = np.empty(data.shape[1:], work_dtype)
         low, factor = self._spans()
@@ -165,6 +182,52 @@ def percentile_stretch(sample: np.ndarray, valid: np.ndarray, low_pct: float = 2
         lows.append(lo)
         highs.append(hi)
     return Radiometry(tuple(lows), tuple(highs))
+
+
+def _valid_values(sample: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
+    """Each band's valid, finite values of a scene-wide sample; refuses a scene without any."""
+    out = []
+    for band in sample:
+        values = band[valid]
+        if values.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise RadiometryError("cannot measure the scene: it has no valid pixels")
+        out.append(values.astype(np.float64))
+    return out
+
+
+def standardize(sample: np.ndarray, valid: np.ndarray, mean: float, std: float) -> Radiometry:
+    """Per band, the scene's mean and standard deviation to ``mean`` and ``std`` uint8 levels (linear)."""
+    lows, highs = [], []
+    for values in _valid_values(sample, valid):
+        mu, sigma = float(values.mean()), float(values.std())
+        if not sigma > 0:
+            sigma = max(abs(mu) * 1e-6, 1e-12)
+        low = mu - mean * sigma / std
+        lows.append(low)
+        highs.append(low + 255.0 * sigma / std)
+    return Radiometry(tuple(lows), tuple(highs))
+
+
+def histogram_match(sample: np.ndarray, valid: np.ndarray, percentiles: tuple[float, ...],
+                    reference: tuple[tuple[float, ...], ...]) -> Radiometry:
+    """Per band, the scene's ``percentiles`` to the ``reference`` uint8 levels, piecewise linear between them.
+
+    Knots whose scene values coincide (flat histograms) are merged, keeping the map a function.
+    """
+    bands = _valid_values(sample, valid)
+    if len(reference) != len(bands):
+        raise RadiometryError(f"the histogram reference has {len(reference)} band(s); the scene is read with {len(bands)}")
+    curves = []
+    for values, levels in zip(bands, reference):
+        xs = np.percentile(values, percentiles)
+        keep = np.concatenate([[True], np.diff(xs) > 0])
+        xs, ys = xs[keep], np.asarray(levels, np.float64)[keep]
+        if len(xs) == 1:
+            xs, ys = np.array([xs[0], xs[0] + max(abs(xs[0]) * 1e-6, 1e-12)]), np.array([ys[0], ys[0]])
+        curves.append((tuple(float(v) for v in xs), tuple(float(v) for v in ys)))
+    return Radiometry(tuple(c[0][0] for c in curves), tuple(c[0][-1] for c in curves), curves=tuple(curves))
 
 
 def passthrough(bands: int) -> Radiometry:

@@ -32,6 +32,8 @@ exception".
 
 from __future__ import annotations
 
+import math
+
 import os
 import re
 from dataclasses import dataclass
@@ -347,6 +349,44 @@ class Scene:
             nodata = self._nodata_mask(data, window, self._src, out_shape=shape[1:])
         except RasterioError as exc:
             raise SceneError(f"{self.dataset}: read failed: {gdal_reason(exc)}") from exc
+        whole = Tile(0, 0, 0, 0, self.width, self.height, self.width, self.height, False, False, False, False)
+        return TileData(whole, data, nodata)
+
+    def statistics_sample(self, *, windows: int = 64, window_size: int = 256) -> TileData:
+        """Scene-wide statistics input, read without decoding the whole scene: ``data`` [B, h, w], ``nodata`` [h, w].
+
+        From the file's overviews (JPEG 2000 resolution levels, GeoTIFF
+        overviews) when it has them; else, for a scene of at most ``windows``
+        x ``window_size``^2 x 4 pixels, the whole scene decimated; else a
+        stratified sample of ``windows`` windows of ``window_size`` px (an even
+        grid, each window aligned to the file's blocks where they are square),
+        laid side by side.  Every normalisation, ``--stretch`` and the
+        domain-shift guard read scene statistics through here, once per scene.
+        """
+        budget = windows * window_size * window_size
+        has_overviews = bool(self._src.overviews(self.bands[0]))
+        if has_overviews or self.width * self.height <= 4 * budget:
+            return self.overview()
+        per_side = max(1, int(math.isqrt(windows)))
+        block_h, block_w = self._src.block_shapes[self.bands[0] - 1]
+        size = min(window_size, self.width, self.height)
+        parts, masks = [], []
+        for i in range(per_side):
+            for j in range(per_side):
+                row = int((i + 0.5) * self.height / per_side - size / 2)
+                col = int((j + 0.5) * self.width / per_side - size / 2)
+                if block_h == block_w and block_h >= 64:  # start on a block: one block decoded per window
+                    row, col = row - row % block_h, col - col % block_w
+                row, col = min(max(row, 0), self.height - size), min(max(col, 0), self.width - size)
+                window = Window(col, row, size, size)
+                try:
+                    data = self._src.read(self.bands, window=window)
+                    mask = self._nodata_mask(data, window, self._src)
+                except RasterioError as exc:
+                    raise SceneError(f"{self.dataset}: read failed: {gdal_reason(exc)}") from exc
+                parts.append(data)
+                masks.append(mask)
+        data, nodata = np.concatenate(parts, axis=2), np.concatenate(masks, axis=1)
         whole = Tile(0, 0, 0, 0, self.width, self.height, self.width, self.height, False, False, False, False)
         return TileData(whole, data, nodata)
 

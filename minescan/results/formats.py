@@ -34,18 +34,21 @@ class ResultFormat:
     rename: Mapping[str, str] = field(default_factory=dict)
     sidecars: tuple[str, ...] = ()
     package: tuple[str, str] | None = None
+    metadata: str = ""  # where the scan's metadata goes: "layer" (OGR layer metadata), "collection", "schema", "" (none)
 
 
 RESULT_FORMATS: dict[str, ResultFormat] = {
-    ".gpkg": ResultFormat("GeoPackage, scene CRS", "GPKG"),
+    ".gpkg": ResultFormat("GeoPackage, scene CRS", "GPKG", metadata="layer"),
+    # The scan's metadata is a foreign member "minescan" of the FeatureCollection (RFC 7946 section 6.1).
     ".geojson": ResultFormat("GeoJSON RFC 7946, WGS84", "GeoJSON", wgs84=True,
-                             options={"RFC7946": "YES", "COORDINATE_PRECISION": "9"}),
+                             options={"RFC7946": "YES", "COORDINATE_PRECISION": "9"}, metadata="collection"),
+    # A shapefile has no place for metadata: the scan's (the guard's verdict) is in the run summary only.
     ".shp": ResultFormat("ESRI Shapefile, scene CRS", "ESRI Shapefile", options={"ENCODING": "UTF-8"},
                          rename={"class_label": "class_lbl"}, sidecars=(".shx", ".dbf", ".prj", ".cpg")),
     # No spatial index: its packing would reorder the features (a scene's few thousand boxes need none).
-    ".fgb": ResultFormat("FlatGeobuf, scene CRS", "FlatGeobuf", options={"SPATIAL_INDEX": "NO"}),
+    ".fgb": ResultFormat("FlatGeobuf, scene CRS", "FlatGeobuf", options={"SPATIAL_INDEX": "NO"}, metadata="layer"),
     # pyogrio's GDAL (3.12 in pyogrio 0.13) has no Parquet driver: written with pyarrow (writers.CUSTOM).
-    ".parquet": ResultFormat("GeoParquet 1.1, scene CRS", "Parquet", package=("pyarrow", "geoparquet")),
+    ".parquet": ResultFormat("GeoParquet 1.1, scene CRS", "Parquet", package=("pyarrow", "geoparquet"), metadata="schema"),
 }
 ALIASES = {".json": ".geojson"}
 

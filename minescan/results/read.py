@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pyogrio.raw
 import shapely
 from pyproj import CRS, Transformer
@@ -32,7 +34,7 @@ from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 
 from minescan.errors import MinescanError
-from minescan.results.writers import SHAPEFILE_FIELDS, require_pyarrow
+from minescan.results.writers import METADATA_KEY, SHAPEFILE_FIELDS, require_pyarrow
 
 
 class ResultFileError(MinescanError):
@@ -93,6 +95,29 @@ def _read_geoparquet(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
     meta = {"crs": None if crs is None else CRS.from_json_dict(crs) if isinstance(crs, dict) else CRS.from_user_input(crs), "fields": names}
     fields = [table.column(n).to_numpy(zero_copy_only=False) for n in names]
     return meta, np.array(table.column(name).to_pylist(), dtype=object), fields
+
+
+def scan_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The scan's metadata a result file records under ``minescan`` (see :mod:`minescan.results.writers`), or None.
+
+    None for files without it (a shapefile, a file from another tool, an earlier minescan).
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            _, pq = require_pyarrow()
+            raw = (pq.read_schema(str(path)).metadata or {}).get(METADATA_KEY.encode())
+        elif path.suffix.lower() in (".geojson", ".json"):
+            raw = json.loads(path.read_text()).get(METADATA_KEY)
+        else:
+            raw = (pyogrio.read_info(str(path)).get("layer_metadata") or {}).get(METADATA_KEY)
+        if isinstance(raw, (str, bytes)):
+            raw = json.loads(raw)
+    except (OSError, ValueError, AttributeError):
+        return None
+    except Exception:  # pyogrio's own error types: an unreadable file has no metadata to offer
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def _field(meta: dict, fields: list[np.ndarray], name: str) -> np.ndarray | None:

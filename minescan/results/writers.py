@@ -21,6 +21,13 @@ from that table (a format GDAL writes is one entry there):
   'minescan[geoparquet]'``.
 
 Features are in the detections' order (best score first) in every format.
+The scan's metadata (the scene, the model, the domain-shift guard's
+``input_shift``, ``shift_threshold`` and ``reliable``: see
+:mod:`minescan.model.statistics`) is one JSON object under the key
+``minescan``: a layer metadata item in GeoPackage and FlatGeobuf (QGIS shows
+it in the layer's properties), a foreign member of the GeoJSON
+FeatureCollection, a key of the GeoParquet schema metadata; a shapefile has
+no place for it.
 Each feature carries the class id, the class label, the score, the scene name
 and the box in scene pixels (pixel-corner convention), so a result can be
 traced back to the raster: fields ``class_id`` (int32), ``class_label``,
@@ -56,6 +63,9 @@ from minescan.results.georef import box_polygons, to_wgs84
 FIELDS = ("class_id", "class_label", "score", "scene", "col_min", "row_min", "col_max", "row_max")
 """The fields of every result feature, in order."""
 
+METADATA_KEY = "minescan"
+"""The key of the scan's metadata in a result file (layer metadata item, GeoJSON foreign member, Parquet schema metadata)."""
+
 SHAPEFILE_FIELDS = RESULT_FORMATS[".shp"].rename
 """Fields renamed in a shapefile, whose DBF field names have at most 10 characters."""
 
@@ -74,6 +84,7 @@ class Features:
     crs: CRS
     fields: Mapping[str, np.ndarray]
     layer: str
+    metadata: Mapping[str, Any] | None = None  # the scan's, stored under "minescan" where the format can hold it
 
 
 @dataclass(frozen=True)
@@ -94,11 +105,18 @@ class ResultWriter:
     check: Callable[[], object] | None = None
 
 
-def _ogr(driver: str, *, rename: Mapping[str, str] | None = None, **options: str) -> Callable[[Path, Features], None]:
-    """A writer through pyogrio (GDAL/OGR) with ``driver`` and layer creation ``options``."""
+def _ogr(driver: str, *, rename: Mapping[str, str] | None = None, metadata: str = "",
+         **options: str) -> Callable[[Path, Features], None]:
+    """A writer through pyogrio (GDAL/OGR) with ``driver`` and layer creation ``options``; ``metadata`` as in ResultFormat."""
 
     def write(path: Path, features: Features) -> None:
         names = [(rename or {}).get(name, name) for name in features.fields]
+        layer_options = dict(options)
+        layer_metadata = None
+        if features.metadata is not None and metadata == "layer":
+            layer_metadata = {METADATA_KEY: json.dumps(features.metadata, sort_keys=True)}
+        elif features.metadata is not None and metadata == "collection":
+            layer_options["FOREIGN_MEMBERS_COLLECTION"] = json.dumps({METADATA_KEY: features.metadata}, sort_keys=True)
         pyogrio.raw.write(
             str(path),
             shapely.to_wkb(features.polygons),
@@ -108,7 +126,8 @@ def _ogr(driver: str, *, rename: Mapping[str, str] | None = None, **options: str
             driver=driver,
             geometry_type="Polygon",
             crs=features.crs.to_wkt(),
-            layer_options=options or None,
+            layer_options=layer_options or None,
+            layer_metadata=layer_metadata,
         )
 
     return write
@@ -145,7 +164,10 @@ def _write_geoparquet(path: Path, features: Features) -> None:
             "geometry": pa.array(list(shapely.to_wkb(features.polygons)), pa.binary()),
         }
     )
-    pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), str(path))
+    schema = {b"geo": json.dumps(geo).encode()}
+    if features.metadata is not None:
+        schema[METADATA_KEY.encode()] = json.dumps(features.metadata, sort_keys=True).encode()
+    pq.write_table(table.replace_schema_metadata(schema), str(path))
 
 
 CUSTOM: dict[str, Callable[[Path, Features], None]] = {"Parquet": _write_geoparquet}
@@ -153,7 +175,7 @@ CUSTOM: dict[str, Callable[[Path, Features], None]] = {"Parquet": _write_geoparq
 
 
 def _writer(entry: ResultFormat) -> ResultWriter:
-    write = CUSTOM.get(entry.driver) or _ogr(entry.driver, rename=entry.rename, **entry.options)
+    write = CUSTOM.get(entry.driver) or _ogr(entry.driver, rename=entry.rename, metadata=entry.metadata, **entry.options)
     return ResultWriter(entry.driver, write, wgs84=entry.wgs84, sidecars=entry.sidecars,
                         check=require_pyarrow if entry.package and entry.package[0] == "pyarrow" else None)
 
@@ -207,6 +229,7 @@ def write_detections(
     crs: CRS | str,
     labels: Mapping[int, str],
     scene: str,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``detections`` (scene pixels) to ``path`` as georeferenced polygons; return the path.
 
@@ -229,7 +252,7 @@ def write_detections(
         np.array([scene] * len(detections), dtype=object),
         *(boxes[:, i].astype(np.float64) for i in range(4)),
     ]
-    features = Features(polygons, out_crs, dict(zip(FIELDS, values)), Path(scene).stem or "detections")
+    features = Features(polygons, out_crs, dict(zip(FIELDS, values)), Path(scene).stem or "detections", metadata)
     try:
         with atomic_path(path, sidecars=writer.sidecars) as temporary:
             writer.write(temporary, features)

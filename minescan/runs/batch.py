@@ -112,8 +112,11 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
     else:
         quicklook.unlink(missing_ok=True)  # an earlier run's quicklook would show other detections
     path = result.write(ctx.out_dir / f"{source.product_id}.{ctx.settings.result_format}")
+    warning = result.warning()
+    if warning:
+        print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
     return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped,
-                   _classes(result.detections, result.labels), result.seconds)
+                   _classes(result.detections, result.labels), result.seconds, result.input_shift, plan.shift_threshold)
 
 
 def _failure(ctx: RunContext, exc: Exception) -> str:
@@ -162,8 +165,9 @@ def _line(index: int, total: int, report: SceneReport) -> str:
     if report.resumed:
         return f"{head} done in an earlier run, skipped -> {o.result}"
     classes = ", ".join(f"{k} {v}" for k, v in sorted(o.detections.items()))
+    flag = f", FLAGGED: input shift {o.input_shift:.2f} > {o.shift_threshold:g}, unreliable" if o.flagged else ""
     return (f"{head} {o.tiles} tiles ({o.skipped} nodata), {sum(o.detections.values())} detections"
-            f"{f' ({classes})' if classes else ''}, {o.seconds:.1f} s -> {o.result}")
+            f"{f' ({classes})' if classes else ''}{flag}, {o.seconds:.1f} s -> {o.result}")
 
 
 def _interrupt(signum, frame) -> None:

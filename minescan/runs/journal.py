@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS scenes (
 """
 
 
+_ADDED_COLUMNS = ("input_shift", "shift_threshold")
+
+
 class JournalError(MinescanError):
     """A journal that cannot be opened or written."""
 
@@ -61,6 +64,13 @@ class Outcome:
     skipped: int
     detections: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    input_shift: float | None = None  # the domain-shift guard's score (None: the model records no input statistics)
+    shift_threshold: float | None = None
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the guard flagged the scene as unreliable."""
+        return self.input_shift is not None and self.shift_threshold is not None and self.input_shift > self.shift_threshold
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,10 @@ class Journal:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")  # readers (a monitor, a test) never block the run
             self._db.execute(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(scenes)")}
+            for column in _ADDED_COLUMNS:  # journals of earlier minescan versions lack them
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE scenes ADD COLUMN {column} REAL")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open the run journal ({exc})") from exc
 
@@ -109,13 +123,15 @@ class Journal:
         """The row for input ``key``, or None."""
         row = self._db.execute(
             "SELECT input, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, "
-            "seconds, error, updated FROM scenes WHERE input = ?",
+            "seconds, error, updated, input_shift, shift_threshold FROM scenes WHERE input = ?",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        key, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, seconds, error, updated = row
-        outcome = Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds) if state == DONE else None
+        (key, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, seconds, error, updated,
+         shift, threshold) = row
+        outcome = (Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds, shift, threshold)
+                   if state == DONE else None)
         return Entry(key, product_id, fingerprint, state, attempts, outcome, error, updated)
 
     def start(self, key: str, product_id: str, fingerprint: str) -> None:
@@ -132,9 +148,9 @@ class Journal:
         """Mark ``key`` done; call only once its files are in place."""
         self._write(
             "UPDATE scenes SET state = 'done', result = ?, quicklook = ?, tiles = ?, skipped = ?, detections = ?, "
-            "seconds = ?, updated = ? WHERE input = ?",
+            "seconds = ?, input_shift = ?, shift_threshold = ?, updated = ? WHERE input = ?",
             (outcome.result, outcome.quicklook, outcome.tiles, outcome.skipped, json.dumps(outcome.detections),
-             outcome.seconds, time.time(), key),
+             outcome.seconds, outcome.input_shift, outcome.shift_threshold, time.time(), key),
         )
 
     def fail(self, key: str, product_id: str, fingerprint: str, reason: str) -> None:

@@ -3,7 +3,10 @@
 Written at the end of a run (also an interrupted one) as ``run_summary.json``
 for machines and ``run_summary.md`` for people.  A scene's status is
 ``done`` (``resumed`` when an earlier run did it), ``failed`` with the
-reason, or ``pending`` when the run stopped before reaching it.
+reason, or ``pending`` when the run stopped before reaching it.  A done
+scene the domain-shift guard flagged (its input unlike the model's training
+input, :mod:`minescan.model.statistics`) is counted in ``flagged`` and marked
+in both files: its result, even an empty one, is not to be trusted.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class RunSummary:
                 "done": self.count("done"),
                 "failed": self.count("failed"),
                 "pending": self.count("pending"),
+                "flagged": sum(bool(s.outcome and s.outcome.flagged) for s in self.scenes),
                 "tiles": self.tiles,
                 "detections": self.detections,
                 "seconds": round(self.seconds, 3),
@@ -92,22 +96,31 @@ def to_markdown(summary: RunSummary) -> str:
         + (" **The run was interrupted**; the same command resumes it." if summary.interrupted else ""),
         "",
         f"{len(summary.scenes)} scenes: {summary.count('done')} done, {summary.count('failed')} failed, "
-        f"{summary.count('pending')} pending; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
+        f"{summary.count('pending')} pending, {sum(bool(s.outcome and s.outcome.flagged) for s in summary.scenes)} flagged "
+        f"as unreliable; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
         f"{summary.seconds:.1f} s scanning.",
         "",
-        "| scene | status | tiles | detections | seconds | result |",
-        "|---|---|---|---|---|---|",
+        "| scene | status | tiles | detections | input shift | seconds | result |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in summary.scenes:
         status = s.status + (" (earlier run)" if s.resumed else "")
         if s.outcome:
             o = s.outcome
-            lines.append(f"| {s.product_id} | {status} | {o.tiles} | {_classes(o.detections)} | {o.seconds:.1f} | {Path(o.result).name} |")
+            shift = "-" if o.input_shift is None else f"{o.input_shift:.2f}" + (" **FLAGGED: unreliable**" if o.flagged else "")
+            lines.append(f"| {s.product_id} | {status} | {o.tiles} | {_classes(o.detections)} | {shift} | {o.seconds:.1f} "
+                         f"| {Path(o.result).name} |")
         else:
-            lines.append(f"| {s.product_id} | {status} | | | | |")
+            lines.append(f"| {s.product_id} | {status} | | | | | |")
     failed = [s for s in summary.scenes if s.status == "failed"]
     if failed:
         lines += ["", "## Failed", ""] + [f"- {s.product_id}: {s.error}" for s in failed]
+    flagged = [s for s in summary.scenes if s.outcome and s.outcome.flagged]
+    if flagged:
+        lines += ["", "## Flagged: input unlike the model's training input", "",
+                  "Their results, even empty ones, are not to be trusted (see the README, *New scenes*).", ""]
+        lines += [f"- {s.product_id}: input shift {s.outcome.input_shift:.2f} > threshold {s.outcome.shift_threshold:g}"
+                  for s in flagged if s.outcome and s.outcome.input_shift is not None]
     return "\n".join(lines) + "\n"
 
 

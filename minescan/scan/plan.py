@@ -13,6 +13,8 @@ setting               order (first that has a value wins)
 ====================  ==============================================================
 bands                 product (a stack minescan built), option, model, raster, -
 nodata                option, product, raster, none
+normalisation         option (--stretch; --gain forces the fixed gain), model's
+                      recipe (stretch, standardize, histogram_match), fixed gain
 gain                  option, model, default
 offset                option, product (if applied), model, default (data units)
 scale                 option, model (integer data), raster (float data: reflectance
@@ -24,6 +26,7 @@ score_threshold, iou  option, default
 drop_parts            option, model, default (off)
 read_threads          option, default (two per core, at most 8)
 labels                option, model, class ids
+shift_threshold       option, default (the guard needs the model's input statistics)
 ====================  ==============================================================
 
 Every entry point (the command line for one scene or a run, the Python API,
@@ -45,8 +48,11 @@ import numpy as np
 
 from minescan.defaults import DEFAULTS
 from minescan.errors import MinescanError
+from minescan.model.statistics import InputStatistics
 from minescan.raster.grid import TileGrid, TileGridError
-from minescan.raster.radiometry import Radiometry, default_scale, passthrough, percentile_stretch, reflectance_gain
+from minescan.raster.radiometry import (
+    Radiometry, default_scale, histogram_match, passthrough, percentile_stretch, reflectance_gain, standardize,
+)
 from minescan.raster.scene import Scene
 from minescan.raster.sources.source import Source
 from minescan.scan.stitch import StitchSettings
@@ -102,6 +108,7 @@ class ScanOptions:
     read_threads: int | None = None
     product_offset: bool = True  # apply the offset a product declares (Sentinel-2 baseline >= 04.00)
     labels: Mapping[int, str] | None = None
+    shift_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -124,6 +131,8 @@ class ScanOptions:
         _check("iou", self.iou, _finite(self.iou) and 0 < self.iou <= 1, "must be in (0, 1]")
         _check("drop_parts", self.drop_parts, _finite(self.drop_parts) and 0 <= self.drop_parts <= 1,
                "must be in [0, 1] (0 = off)")
+        _check("shift_threshold", self.shift_threshold, _finite(self.shift_threshold) and self.shift_threshold > 0,
+               "must be positive")
         _check("read_threads", self.read_threads, isinstance(self.read_threads, int) and self.read_threads >= 1,
                "must be at least 1")
 
@@ -188,6 +197,22 @@ class ScanPlan:
     labels: Mapping[int, str]
     origins: Mapping[str, str] = field(default_factory=dict)
     output: str | None = None
+    # Domain-shift guard: how far the scene's rendered input lies from the model's training input
+    # (minescan.model.statistics); None when the model records no input statistics.
+    input_shift: float | None = None
+    shift_threshold: float = DEFAULTS.shift_threshold
+
+    @property
+    def shifted(self) -> bool:
+        """Whether the guard flags this scene: its input lies beyond the threshold from the training input."""
+        return self.input_shift is not None and self.input_shift > self.shift_threshold
+
+    def shift_note(self) -> str:
+        """One line on the guard's verdict (for the plan, warnings and summaries)."""
+        if self.input_shift is None:
+            return "not measured: the model records no input statistics (minescan export --calibration adds them)"
+        verdict = "BEYOND" if self.shifted else "within"
+        return f"{self.input_shift:.2f}, {verdict} the threshold {self.shift_threshold:g} [{self.origins.get('shift_threshold', DEFAULT)}]"
 
     @property
     def grid(self) -> TileGrid:
@@ -204,7 +229,8 @@ class ScanPlan:
         """
         return {
             "bands": list(self.bands), "nodata": self.nodata, "rendering": self.rendering,
-            "radiometry": [list(self.radiometry.low), list(self.radiometry.high), self.radiometry.passthrough],
+            "radiometry": [list(self.radiometry.low), list(self.radiometry.high), self.radiometry.passthrough]
+            + ([[[list(xs), list(ys)] for xs, ys in self.radiometry.curves]] if self.radiometry.curves else []),
             "tile": self.tile, "overlap": self.overlap, "score_threshold": self.score_threshold,
             "stitch": [self.stitch.iou_threshold, self.stitch.containment, self.stitch.edge_tolerance,
                        self.stitch.class_agnostic, self.stitch.drop_parts],
@@ -239,10 +265,20 @@ class ScanPlan:
             ("stitching", f"IoU {self.stitch.iou_threshold:g} {at('iou')} inside the tiles' common window, "
                           f"{'class-agnostic' if self.stitch.class_agnostic else 'per class'}, drop parts {parts} {at('drop_parts')}"),
             ("labels", f"{labels} {at('labels')}"),
+            ("input shift", self.shift_note()),
         ]
         if self.output:
             lines.append(("output", self.output))
         return "\n".join(f"{name:<11} {text.rstrip()}" for name, text in lines)
+
+
+def input_shift(scene: Scene, radiometry: Radiometry, reference: InputStatistics, sample: Any) -> float | None:
+    """The scene's input shift against ``reference``: its statistics ``sample`` rendered with ``radiometry``."""
+    valid = ~sample.nodata
+    if not valid.any():
+        return None
+    rgb = radiometry.apply(sample.data, sample.nodata)
+    return reference.shift(InputStatistics.measure(rgb, valid))
 
 
 def _pick(*candidates: tuple[str, Any]) -> tuple[Any, str]:
@@ -272,24 +308,49 @@ def _nodata_tiles(scene: Scene, grid: TileGrid) -> int | None:
     return count
 
 
-def _radiometry(scene: Scene, options: ScanOptions, source: Source, recipe: Any, origins: dict[str, str]) -> tuple[Radiometry, str]:
+class _Sample:
+    """The scene's statistics sample, read at most once per plan (:meth:`Scene.statistics_sample`)."""
+
+    def __init__(self, scene: Scene) -> None:
+        self._scene, self._data = scene, None
+
+    def __call__(self) -> Any:
+        if self._data is None:
+            self._data = self._scene.statistics_sample()
+        return self._data
+
+
+def _radiometry(scene: Scene, options: ScanOptions, source: Source, recipe: Any, origins: dict[str, str],
+                statistics: _Sample) -> tuple[Radiometry, str]:
     """How the scene's values become uint8 (see the table in the module docstring), and a line saying so."""
     bands = len(scene.bands)
     if scene.dtype == "uint8":
         return passthrough(bands), "uint8 data used as it is"
+    normalisation = recipe.normalisation
     if options.stretch:
-        sample = scene.overview()
         low, high = options.stretch
-        origins["stretch"] = OPTION
+        origins["normalisation"] = OPTION
+        sample = statistics()
         return percentile_stretch(sample.data, ~sample.nodata, low, high), (
             f"per-band percentile stretch {low:g}-{high:g} % over the whole scene [option]"
         )
+    if normalisation is not None and normalisation.kind != "gain" and options.gain is None:
+        origins["normalisation"] = MODEL
+        sample = statistics()
+        valid = ~sample.nodata
+        if normalisation.kind == "stretch":
+            radiometry = percentile_stretch(sample.data, valid, normalisation.low, normalisation.high)
+        elif normalisation.kind == "standardize":
+            radiometry = standardize(sample.data, valid, normalisation.mean, normalisation.std)
+        else:
+            radiometry = histogram_match(sample.data, valid, normalisation.percentiles, normalisation.reference)
+        return radiometry, f"{normalisation.describe()}, as the model was trained [model]"
     gain, gain_from = _pick((OPTION, options.gain), (MODEL, recipe.gain), (DEFAULT, DEFAULTS.gain))
     floating = np.dtype(scene.dtype).kind == "f"
     if options.scale is not None:
         scale, scale_from = options.scale, OPTION
     elif floating:
-        sample = scene.overview()
+        sample = statistics()
         scale, why = default_scale(sample.data, ~sample.nodata)
         scale_from = f"{RASTER}: {why}"
     else:
@@ -324,7 +385,8 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             origins["bands"] = RASTER
         if nodata is None:
             origins["nodata"] = RASTER
-        radiometry, rendering = _radiometry(scene, options, source, meta.recipe, origins)
+        statistics = _Sample(scene)
+        radiometry, rendering = _radiometry(scene, options, source, meta.recipe, origins, statistics)
         if model.fixed_size is not None:
             if options.tile not in (None, model.fixed_size):
                 raise TileGridError(f"tile {options.tile} px, but {model.name} takes fixed {model.fixed_size} px tiles")
@@ -333,6 +395,9 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             tile, origins["tile"] = _pick((OPTION, options.tile), (DEFAULT, DEFAULTS.tile))
         overlap, origins["overlap"] = _pick((OPTION, options.overlap), (DEFAULT, DEFAULTS.overlap))
         grid = TileGrid(scene.width, scene.height, tile, overlap)
+        shift = None
+        if meta.input_statistics is not None:
+            shift = input_shift(scene, radiometry, meta.input_statistics, statistics())
         plan_values = dict(
             width=scene.width, height=scene.height, dtype=scene.dtype, crs=scene.crs, transform=scene.transform,
             bands=tuple(scene.bands), band_names=scene.band_descriptions, nodata=scene.nodata,
@@ -346,10 +411,12 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
     read_threads, origins["read_threads"] = _pick((OPTION, options.read_threads),
                                                  (f"{DEFAULT}: two per core", DEFAULTS.read_threads()))
     labels, origins["labels"] = _pick((OPTION, options.labels), (MODEL, dict(meta.labels) or None))
+    shift_threshold, origins["shift_threshold"] = _pick((OPTION, options.shift_threshold), (DEFAULT, DEFAULTS.shift_threshold))
     stitch = StitchSettings(iou_threshold=float(iou), containment=DEFAULTS.containment, edge_tolerance=DEFAULTS.edge_tolerance,
                             class_agnostic=options.class_agnostic, drop_parts=float(drop_parts))
     return ScanPlan(
         source=source, radiometry=radiometry, rendering=rendering, tile=tile, overlap=overlap, tiles=len(grid),
         grid_shape=grid.shape, batch=batch, score_threshold=float(threshold), stitch=stitch, read_threads=read_threads,
-        model=model, labels=dict(labels or {}), origins=origins, output=output, **plan_values,
+        model=model, labels=dict(labels or {}), origins=origins, output=output, input_shift=shift,
+        shift_threshold=float(shift_threshold), **plan_values,
     )

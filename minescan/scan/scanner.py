@@ -73,6 +73,30 @@ class ScanResult:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def input_shift(self) -> float | None:
+        """How far the scene's rendered input lies from the model's training input (None: the model records none)."""
+        return self.plan.input_shift
+
+    @property
+    def reliable(self) -> bool:
+        """False when the domain-shift guard flags the scene: its detections (or their absence) are not to be trusted."""
+        return not self.plan.shifted
+
+    def warning(self) -> str | None:
+        """One line for a flagged scene (None when it is not flagged)."""
+        if self.reliable:
+            return None
+        return (f"{self.scene}: input shift {self.input_shift:.2f} > threshold {self.plan.shift_threshold:g}: the scene's "
+                f"rendered input is unlike the model's training input, so its {len(self.detections)} detection(s) "
+                f"are UNRELIABLE (not a clean result)")
+
+    def metadata(self) -> dict[str, Any]:
+        """What the result file records about the scan besides the features (the guard's verdict)."""
+        return {"scene": self.scene, "model": self.plan.model.name, "input_shift": self.input_shift,
+                "shift_threshold": self.plan.shift_threshold, "reliable": self.reliable,
+                "detections": len(self.detections)}
+
+    @property
     def class_labels(self) -> list[str]:
         """Each detection's class name (its id as text when the model names none)."""
         return [self.labels.get(int(c), str(int(c))) for c in self.detections.classes]
@@ -82,7 +106,7 @@ class ScanResult:
         from minescan.results.writers import write_detections
 
         return write_detections(path, self.detections, transform=self.transform, crs=self.crs, labels=self.labels,
-                                scene=self.scene)
+                                scene=self.scene, metadata=self.metadata())
 
     def _polygons(self, wgs84: bool):
         from minescan.results.georef import box_polygons, to_wgs84
@@ -108,7 +132,7 @@ class ScanResult:
         rings = [np.round(shapely.get_coordinates(p), 9).tolist() for p in self._polygons(wgs84=True)]
         features = [{"type": "Feature", "properties": p, "geometry": {"type": "Polygon", "coordinates": [ring]}}
                     for ring, p in zip(rings, self._properties())]
-        return {"type": "FeatureCollection", "features": features}
+        return {"type": "FeatureCollection", "minescan": self.metadata(), "features": features}
 
     def to_geodataframe(self):
         """A GeoPandas GeoDataFrame in the scene's CRS (needs GeoPandas: ``pip install 'minescan[geopandas]'``)."""

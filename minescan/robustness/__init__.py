@@ -1,0 +1,1 @@
+"""Robustness: how a model behaves on imagery unlike its training (perturbations, the robustness report)."""
