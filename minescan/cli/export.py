@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from minescan.cli.options import recipe_options
+from minescan.cli.options import percentiles, recipe_options
 from minescan.export.choices import DEFAULT_OPSET, PRECISIONS, TARGETS
 from minescan.export.errors import ExportError
 
@@ -34,7 +34,31 @@ def _recipe(args: argparse.Namespace) -> dict:
         recipe["offset"] = args.offset
     if args.scale is not None:
         recipe["scale"] = args.scale
+    if args.normalisation == "stretch":
+        low, high = args.stretch or (2.0, 98.0)
+        recipe["normalisation"] = {"kind": "stretch", "low": low, "high": high}
+    elif args.normalisation == "standardize":
+        mean, std = args.standardize or (110.0, 40.0)
+        recipe["normalisation"] = {"kind": "standardize", "mean": mean, "std": std}
+    elif args.normalisation == "gain":
+        recipe["normalisation"] = {"kind": "gain"}
     return recipe
+
+
+def _calibrated(args: argparse.Namespace, recipe: dict):
+    """(recipe, input statistics) completed from the --calibration scenes: the histogram reference when asked for,
+    and the statistics of the input they render to (None without --calibration)."""
+    from minescan.export.calibration import histogram_reference, input_statistics
+    from minescan.model.metadata import Recipe
+
+    if args.normalisation == "histogram_match":
+        if not args.calibration:
+            raise ExportError("--normalisation histogram_match takes its reference from --calibration DIR scenes; give them")
+        recipe = {**recipe, "normalisation": histogram_reference(args.calibration, Recipe.from_json(recipe)).to_json()}
+    if not args.calibration:
+        return recipe, None
+    statistics = input_statistics(args.calibration, Recipe.from_json(recipe))
+    return recipe, statistics
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -56,12 +80,16 @@ def run_export(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else None
     plain = args.target == "onnx" and args.precision == "fp32" and args.input_size is None
     out = Path(args.out)
+    recipe, statistics = _calibrated(args, _recipe(args))
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
         staged = Path(work) / out.name if args.verify else out
         plain_path = staged if plain else Path(work) / "plain.onnx"
-        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=_recipe(args),
-                             postprocessing={"drop_parts": args.drop_parts} if args.drop_parts else None)
+        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=recipe,
+                             postprocessing={"drop_parts": args.drop_parts} if args.drop_parts else None,
+                             input_statistics=statistics)
         print(report.format())
+        if statistics is not None:
+            print(f"input statistics for the domain-shift guard: {statistics.pixels} px of {statistics.source}")
         if args.verify:
             parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
             print(parity.format())
@@ -109,7 +137,6 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
 
     from minescan.export.onnx_metadata import read_metadata
     from minescan.export.calibration import calibration_tiles
-    from minescan.model.metadata import Recipe
     from minescan.export.detections import synthetic_tiles
     from minescan.export.variants import DEFAULT_INPUT_SIZE
 
@@ -117,7 +144,8 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path):
     size = read_metadata(model).input_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
     tiles = synthetic_tiles(4, size, seed=0)
     if args.calibration:
-        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, Recipe.from_json(_recipe(args)), count=VERIFY_SCENE_TILES)])
+        recipe = read_metadata(model).recipe  # as exported: the normalisation included
+        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, recipe, count=VERIFY_SCENE_TILES)])
     return tiles
 
 
@@ -146,8 +174,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="onnx: as converted; tensorrt: rewritten so TensorRT's ONNX parser takes every node (default onnx)")
     export.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp16: feature trunk in FP16; int8: Q/DQ on the trunk's Conv/MatMul (default fp32)")
-    export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes: INT8 calibrates on their tiles, and --verify compares on them too "
-                        "(default: synthetic tiles only)")
+    export.add_argument("--calibration", metavar="DIR", help="GeoTIFF scenes like the training ones: their input statistics "
+                        "go into the model for the domain-shift guard, INT8 calibrates on their tiles, and --verify "
+                        "compares on them too (default: synthetic tiles only, no guard)")
+    export.add_argument("--normalisation", choices=("gain", "stretch", "standardize", "histogram_match"),
+                        help="how the model's input was normalised in training, applied by every scan: gain (fixed "
+                        "--gain, the default), stretch (each band's --stretch percentiles over the scene to 0-255), "
+                        "standardize (each band's scene mean/std to --standardize levels), histogram_match (each "
+                        "band's scene histogram to that of the --calibration scenes under the fixed gain)")
+    export.add_argument("--stretch", type=percentiles, metavar="LOW,HIGH", help="stretch percentiles (default 2,98)")
+    export.add_argument("--standardize", type=percentiles, metavar="MEAN,STD",
+                        help="uint8 mean and standard deviation a scene's bands are mapped to (default 110,40)")
     export.add_argument("--drop-parts", type=float, metavar="F",
                         help="record in the model that a scan drops a box lying at least F inside a larger box of another "
                              "class (its classes cannot nest, e.g. 0.7); default: not recorded, scans keep such boxes")

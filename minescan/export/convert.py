@@ -38,6 +38,7 @@ import minescan
 from minescan.export.onnx_metadata import write_metadata
 from minescan.defaults import DEFAULTS
 from minescan.model.metadata import ModelMetadata, Postprocessing, Recipe
+from minescan.model.statistics import InputStatistics
 from minescan.export._tensorflow import import_optional
 from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, TensorSpec, contract_problems
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
@@ -95,13 +96,15 @@ def export_onnx(
     labels: Mapping[int, str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     postprocessing: Mapping[str, float] | None = None,
+    input_statistics: InputStatistics | None = None,
 ) -> ExportReport:
     """Convert the SavedModel in ``saved_model_dir`` to an ONNX detector at ``out_path``.
 
     ``labels`` maps 1-based class ids to names; without it they come from the
     ``label_map.pbtxt`` in ``saved_model_dir`` or up to two directories above.
     ``preprocessing`` overrides keys of :data:`DEFAULT_PREPROCESSING`;
-    ``postprocessing`` holds the scan defaults to record (``drop_parts``).
+    ``postprocessing`` holds the scan defaults to record (``drop_parts``);
+    ``input_statistics`` the training or calibration input, for the domain-shift guard.
     """
     started = time.perf_counter()
     recipe = _preprocessing(preprocessing)
@@ -124,6 +127,7 @@ def export_onnx(
         source_sha256=saved_model_sha256(saved_model_dir),
         tool_versions=_tool_versions(),
         postprocessing=Postprocessing.from_json(after),
+        input_statistics=input_statistics,
     )
     write_metadata(model, metadata)
     out_path = Path(out_path)

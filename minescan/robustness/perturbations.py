@@ -64,19 +64,18 @@ class Perturbation:
 
     @property
     def label(self) -> str:
-        p = self.params
-        return {
-            "none": "-",
-            "haze": f"x{p[0]:g} + {p[1]:g}" if p else "",
-            "brightness": f"x{p[0]:g}" if p else "",
-            "contrast": f"x{p[0]:g} about {CONTRAST_PIVOT:g}" if p else "",
-            "gamma": f"^{p[0]:g}" if p else "",
-            "band_gain": f"first band x{1 + p[0]:g} .. last x{1 - p[0]:g}" if p else "",
-            "noise": f"sigma {p[0]:g}" if p else "",
-            "blur": f"sigma {p[0]:g} px" if p else "",
-            "jpeg": f"quality {p[0]:g}" if p else "",
-            "misregistration": f"band 1 shifted {p[0]:g} px" if p else "",
-        }[self.kind]
+        p, kind = self.params, self.kind
+        if kind == "none":
+            return "-"
+        if kind == "haze":
+            return f"x{p[0]:g} + {p[1]:g}"
+        if kind == "contrast":
+            return f"x{p[0]:g} about {CONTRAST_PIVOT:g}"
+        if kind == "band_gain":
+            return f"bands x{1 + p[0]:g} .. x{1 - p[0]:g}"
+        formats = {"brightness": "x{:g}", "gamma": "^{:g}", "noise": "sigma {:g}", "blur": "sigma {:g} px",
+                   "jpeg": "quality {:g}", "misregistration": "band 1 by {:g} px"}
+        return formats[kind].format(p[0])
 
     @property
     def halo(self) -> int:
