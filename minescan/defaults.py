@@ -51,7 +51,7 @@ class Defaults:
     drop_parts: float = 0.0  # off
     # Domain-shift guard (minescan.model.statistics): a scene whose rendered input lies further than this
     # from the model's training input (in training standard deviations) is flagged as unreliable.
-    shift_threshold: float = 0.3
+    shift_threshold: float = 0.5
     # Concurrency: ONNX Runtime calls side by side on the CPU, and reader threads.
     max_workers: int = 4
     max_read_threads: int = 8

@@ -370,13 +370,17 @@ class Scene:
         per_side = max(1, int(math.isqrt(windows)))
         block_h, block_w = self._src.block_shapes[self.bands[0] - 1]
         size = min(window_size, self.width, self.height)
-        parts, masks = [], []
+        parts, masks, used = [], [], set()
         for i in range(per_side):
             for j in range(per_side):
                 row = int((i + 0.5) * self.height / per_side - size / 2)
                 col = int((j + 0.5) * self.width / per_side - size / 2)
-                if block_h == block_w and block_h >= 64:  # start on a block: one block decoded per window
-                    row, col = row - row % block_h, col - col % block_w
+                # Start on a block (one block decoded per window) unless blocks are so large that
+                # two windows would start on the same one.
+                aligned = (row - row % block_h, col - col % block_w)
+                if block_h == block_w and block_h >= 64 and aligned not in used:
+                    row, col = aligned
+                used.add(aligned)
                 row, col = min(max(row, 0), self.height - size), min(max(col, 0), self.width - size)
                 window = Window(col, row, size, size)
                 try:

@@ -217,7 +217,9 @@ def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: 
     finally:
         signal.signal(signal.SIGTERM, previous)
         lock.close()
-    print(f"{summary.count('done')}/{len(keys)} scenes done, {summary.count('failed')} failed, {summary.count('pending')} pending; "
+    flagged = f", {summary.flagged} FLAGGED as unreliable (input unlike the model's training input)" if summary.flagged else ""
+    print(f"{summary.count('done')}/{len(keys)} scenes done, {summary.count('failed')} failed, {summary.count('pending')} pending"
+          f"{flagged}; "
           f"{summary.tiles} tiles, {sum(summary.detections.values())} detections; summary: {markdown}")
     if summary.interrupted:
         raise KeyboardInterrupt

@@ -49,6 +49,11 @@ class RunSummary:
         return sum(s.status == status for s in self.scenes)
 
     @property
+    def flagged(self) -> int:
+        """Done scenes the domain-shift guard flagged as unreliable."""
+        return sum(bool(s.outcome and s.outcome.flagged) for s in self.scenes)
+
+    @property
     def detections(self) -> dict[str, int]:
         total: Counter[str] = Counter()
         for scene in self.scenes:
@@ -74,7 +79,7 @@ class RunSummary:
                 "done": self.count("done"),
                 "failed": self.count("failed"),
                 "pending": self.count("pending"),
-                "flagged": sum(bool(s.outcome and s.outcome.flagged) for s in self.scenes),
+                "flagged": self.flagged,
                 "tiles": self.tiles,
                 "detections": self.detections,
                 "seconds": round(self.seconds, 3),
@@ -96,8 +101,7 @@ def to_markdown(summary: RunSummary) -> str:
         + (" **The run was interrupted**; the same command resumes it." if summary.interrupted else ""),
         "",
         f"{len(summary.scenes)} scenes: {summary.count('done')} done, {summary.count('failed')} failed, "
-        f"{summary.count('pending')} pending, {sum(bool(s.outcome and s.outcome.flagged) for s in summary.scenes)} flagged "
-        f"as unreliable; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
+        f"{summary.count('pending')} pending, {summary.flagged} flagged as unreliable; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
         f"{summary.seconds:.1f} s scanning.",
         "",
         "| scene | status | tiles | detections | input shift | seconds | result |",
