@@ -104,11 +104,11 @@ class Augmentation:
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> "Augmentation":
-        """A random change: clear one time in four, else brightness x0.5-1.6, haze one time in two
+        """A random change: clear one time in three, else brightness x0.5-1.6, haze one time in two
         (transmission 0.55-1, path radiance 0-0.15), per-band gains 0.8-1.2 and offsets +-0.015,
         noise sigma up to 0.012 (one time in two), blur sigma 0.5-1.5 px (one time in four),
-        and a per-band jitter of the normalised levels (gain 0.9-1.1, offset +-8)."""
-        if rng.random() < 0.25:
+        and a per-band jitter of the normalised levels (gain 0.95-1.05, offset +-5)."""
+        if rng.random() < 1 / 3:
             return cls.none()
         gain = np.full(3, rng.uniform(0.5, 1.6)) * rng.uniform(0.8, 1.2, 3)
         offset = rng.uniform(-0.015, 0.015, 3)
@@ -117,7 +117,7 @@ class Augmentation:
             gain, offset = gain * transmission, offset + rng.uniform(0.0, 0.15)
         noise = rng.uniform(0.0, 0.012) if rng.random() < 0.5 else 0.0
         blur = rng.uniform(0.5, 1.5) if rng.random() < 0.25 else 0.0
-        return cls(gain, offset, noise, blur, rng.uniform(0.9, 1.1, 3), rng.uniform(-8, 8, 3))
+        return cls(gain, offset, noise, blur, rng.uniform(0.95, 1.05, 3), rng.uniform(-5, 5, 3))
 
 
 def render_tile(scene: TrainingScene, dn: np.ndarray, normalisation: Normalisation, change: Augmentation,
