@@ -224,3 +224,30 @@ def test_statistics_come_from_a_sample_of_blocks_not_the_whole_scene(make_scene)
         places.append(found[0])
     assert len(set(places)) == 9
     assert {r < 512 for r, _ in places} == {c < 768 for _, c in places} == {True, False}  # top and bottom, left and right
+
+
+def test_export_completes_an_onnx_from_elsewhere_with_normalisation_and_statistics(scenes, tmp_path, capsys):
+    clear, hazy, *_ = scenes
+    bare = tmp_path / "bare.onnx"
+    onnx.save(build_square_detector(), str(bare))  # no minescan metadata at all
+    calibration = tmp_path / "cal"
+    calibration.mkdir()
+    (calibration / "clear.tif").write_bytes(clear.read_bytes())
+    out = tmp_path / "ready.onnx"
+    assert main(["export", str(bare), "--out", str(out), "--bands", "3,2,1", "--normalisation", "stretch", "--stretch", "1,99",
+                 "--calibration", str(calibration), "--labels", "red,blue"]) == 0
+    assert "the graph is unchanged" in capsys.readouterr().out
+    written = onnx.load(str(out))
+    assert written.graph == onnx.load(str(bare)).graph
+    meta = parse_metadata({p.key: p.value for p in written.metadata_props})
+    assert meta.recipe.bands == (3, 2, 1) and meta.recipe.normalisation == Normalisation("stretch", 1.0, 99.0)
+    assert meta.labels == {1: "red", 2: "blue"} and meta.input_statistics.pixels > 0
+    # a second pass keeps what the model records and changes only what is asked
+    again = tmp_path / "again.onnx"
+    assert main(["export", str(out), "--out", str(again), "--drop-parts", "0.7"]) == 0
+    kept = parse_metadata({p.key: p.value for p in onnx.load(str(again)).metadata_props})
+    assert dataclasses.replace(kept, postprocessing=meta.postprocessing) == meta and kept.postprocessing.drop_parts == 0.7
+    scanner = Scanner(str(out))
+    assert scanner.scan(clear).reliable and scanner.scan(hazy).reliable  # the stretch undoes the haze
+    assert main(["export", str(bare), "--out", str(tmp_path / "x.onnx"), "--normalisation", "histogram_match"]) == 1
+    assert "takes its reference from --calibration DIR" in capsys.readouterr().err

@@ -7,6 +7,7 @@ line works without the ``export`` extra.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,18 +23,14 @@ if TYPE_CHECKING:
     from minescan.export.verify import ParityReport
 
 
-def _recipe(args: argparse.Namespace) -> dict:
-    from minescan.export.convert import DEFAULT_PREPROCESSING
-
-    recipe = dict(DEFAULT_PREPROCESSING)
+def _overrides(args: argparse.Namespace) -> dict:
+    """The recipe keys the command line sets explicitly."""
+    recipe: dict = {}
     if args.bands:
         recipe["bands"] = list(args.bands)
-    if args.gain is not None:
-        recipe["gain"] = args.gain
-    if args.offset is not None:
-        recipe["offset"] = args.offset
-    if args.scale is not None:
-        recipe["scale"] = args.scale
+    for key in ("gain", "offset", "scale"):
+        if getattr(args, key) is not None:
+            recipe[key] = getattr(args, key)
     if args.normalisation == "stretch":
         low, high = args.stretch or (2.0, 98.0)
         recipe["normalisation"] = {"kind": "stretch", "low": low, "high": high}
@@ -43,6 +40,29 @@ def _recipe(args: argparse.Namespace) -> dict:
     elif args.normalisation == "gain":
         recipe["normalisation"] = {"kind": "gain"}
     return recipe
+
+
+def _recipe(args: argparse.Namespace, recorded: dict | None = None) -> dict:
+    """The recipe to record: the defaults, then what the model already records (an ONNX input), then the options."""
+    from minescan.export.convert import DEFAULT_PREPROCESSING
+
+    kept = {k: v for k, v in (recorded or {}).items() if v is not None}
+    return {**DEFAULT_PREPROCESSING, **kept, **_overrides(args)}
+
+
+def _recorded_recipe(path: str) -> dict:
+    """The recipe an ONNX model already records (empty when it records none)."""
+    import onnx
+
+    from minescan.export.onnx_metadata import read_metadata
+
+    if not Path(path).is_file():
+        raise ExportError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    return read_metadata(model).recipe.to_json()
 
 
 def _calibrated(args: argparse.Namespace, recipe: dict):
@@ -80,17 +100,26 @@ def run_export(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels) if args.labels else None
     plain = args.target == "onnx" and args.precision == "fp32" and args.input_size is None
     out = Path(args.out)
-    recipe, statistics = _calibrated(args, _recipe(args))
+    from_onnx = Path(args.saved_model).suffix.lower() == ".onnx"
+    recipe, statistics = _calibrated(args, _recipe(args, _recorded_recipe(args.saved_model) if from_onnx else None))
+    postprocessing = {"drop_parts": args.drop_parts} if args.drop_parts else None
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
         staged = Path(work) / out.name if args.verify else out
         plain_path = staged if plain else Path(work) / "plain.onnx"
-        report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=recipe,
-                             postprocessing={"drop_parts": args.drop_parts} if args.drop_parts else None,
-                             input_statistics=statistics)
-        print(report.format())
+        if from_onnx:
+            from minescan.export.convert import annotate_onnx
+
+            meta = annotate_onnx(args.saved_model, plain_path, labels=labels, preprocessing=recipe,
+                                 postprocessing=postprocessing, input_statistics=statistics)
+            print(f"wrote {out if plain else plain_path.name}: {args.saved_model} with its metadata completed "
+                  f"(recipe {json.dumps(meta.recipe.to_json())[:120]}); the graph is unchanged")
+        else:
+            report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=recipe,
+                                 postprocessing=postprocessing, input_statistics=statistics)
+            print(report.format())
         if statistics is not None:
             print(f"input statistics for the domain-shift guard: {statistics.pixels} px of {statistics.source}")
-        if args.verify:
+        if args.verify and not from_onnx:
             parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
             print(parity.format())
             _check(parity, "ONNX Runtime disagrees with TensorFlow", out)
@@ -164,7 +193,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "with labels and the preprocessing recipe (--bands, --gain, --offset) in its metadata; "
         "optionally rewritten for TensorRT's ONNX parser and in FP16 or INT8.",
     )
-    export.add_argument("saved_model", help="SavedModel directory (exported_model/saved_model)")
+    export.add_argument("saved_model", help="SavedModel directory (exported_model/saved_model), or an ONNX detector "
+                        "from elsewhere: its graph is kept and its minescan metadata completed (recipe, labels, "
+                        "--calibration statistics), then built like a conversion (--target, --precision)")
     export.add_argument("--out", required=True, help="ONNX file to write")
     export.add_argument("--verify", action="store_true", help="run TF and ONNX Runtime on the same tiles and fail beyond tolerance "
                         "(and the TensorRT rewrite against the plain ONNX, FP16/INT8 against FP32)")

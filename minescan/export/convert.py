@@ -26,6 +26,8 @@ extra); the rest of minescan works without them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import onnx
 import onnxruntime
 
 import minescan
-from minescan.export.onnx_metadata import write_metadata
+from minescan.export.onnx_metadata import read_metadata, write_metadata
 from minescan.defaults import DEFAULTS
 from minescan.model.metadata import ModelMetadata, Postprocessing, Recipe
 from minescan.model.statistics import InputStatistics
@@ -143,6 +145,43 @@ def export_onnx(
         seconds=time.perf_counter() - started,
         metadata=metadata,
     )
+
+
+def annotate_onnx(
+    source: str | Path,
+    out_path: str | Path,
+    *,
+    labels: Mapping[int, str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    postprocessing: Mapping[str, float] | None = None,
+    input_statistics: InputStatistics | None = None,
+) -> ModelMetadata:
+    """Write ``source`` (an ONNX detector from anywhere) to ``out_path`` with minescan's metadata completed.
+
+    The graph is not touched.  What the model already records is kept unless
+    given here: ``preprocessing`` keys override the recorded recipe's, labels
+    and ``drop_parts`` replace the recorded ones, ``input_statistics`` is added.
+    Returns the metadata written.
+    """
+    source, out_path = Path(source), Path(out_path)
+    try:
+        model = onnx.load(str(source))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ExportError(f"{source}: not a readable ONNX model ({type(exc).__name__})") from exc
+    problems = contract_problems(str(source), [_spec(v) for v in model.graph.input], [_spec(v) for v in model.graph.output])
+    if problems:
+        raise ExportError("; ".join(problems))
+    meta = read_metadata(model)
+    recipe = _preprocessing({**meta.recipe.to_json(), **{k: v for k, v in (preprocessing or {}).items() if v is not None}})
+    after = _postprocessing(postprocessing) if postprocessing else meta.postprocessing.to_json()
+    updated = dataclasses.replace(
+        meta, labels=dict(labels) if labels else meta.labels, recipe=Recipe.from_json(recipe),
+        postprocessing=Postprocessing.from_json(after),
+        input_statistics=input_statistics if input_statistics is not None else meta.input_statistics,
+    )
+    write_metadata(model, updated)
+    _write_atomically(model, out_path)
+    return updated
 
 
 def _preprocessing(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
