@@ -65,6 +65,11 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, i
         f"{result.tiles_per_second:.1f} tiles/s, {km2 / result.seconds:.0f} km2/s"
     )
     print(scores.format())
+    if result.warning():
+        print(f"warning: {result.warning()}")
+    elif result.input_shift is not None:
+        print(f"input shift {result.input_shift:.2f} (threshold {plan.shift_threshold:g}): the scene looks like "
+              "the model's training input")
     for path in written:
         print(f"wrote {path}")
     return written

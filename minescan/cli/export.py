@@ -16,7 +16,8 @@ from minescan.cli.options import percentiles, recipe_options
 from minescan.export.choices import DEFAULT_OPSET, PRECISIONS, TARGETS
 from minescan.export.errors import ExportError
 
-VERIFY_SCENE_TILES = 24  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
+VERIFY_SCENE_TILES = 24
+FP32_TAILS = (2, 4, 8, 16)  # INT8 fallback: quantizable ops nearest the outputs kept in FP32, tried in turn  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
 
 if TYPE_CHECKING:
     from minescan.export.agreement import PrecisionReport
@@ -150,6 +151,15 @@ def _build_variant(args: argparse.Namespace, plain_path: Path, out_path: Path) -
     if args.precision != "fp32":
         agreement = compare_precision(variant.fp32_model, out_path, args.precision, tiles)
         print(agreement.format())
+        # INT8's mixed-precision fallback (minescan.export.quantize): the ops nearest the outputs back in FP32.
+        for tail in (FP32_TAILS if args.precision == "int8" else ()):
+            if agreement.passed:
+                break
+            print(f"retrying int8 with the last {tail} quantizable ops in FP32")
+            variant = build_variant(plain_path, out_path, target=args.target, precision=args.precision,
+                                    calibration=args.calibration, input_size=args.input_size, fp32_tail=tail)
+            agreement = compare_precision(variant.fp32_model, out_path, args.precision, tiles)
+            print(agreement.format())
         _check(agreement, f"{args.precision} disagrees with fp32 beyond tolerance", args.out)
 
 

@@ -87,8 +87,12 @@ def build_variant(
     precision: str = "fp32",
     calibration: str | Path | None = None,
     input_size: int | None = None,
+    fp32_tail: int = 0,
 ) -> Variant:
-    """Turn the plain export at ``plain_onnx`` into the ``target``/``precision`` variant at ``out_path``."""
+    """Turn the plain export at ``plain_onnx`` into the ``target``/``precision`` variant at ``out_path``.
+
+    ``fp32_tail``: INT8 keeps that many quantizable ops nearest the outputs in FP32 (see :mod:`minescan.export.quantize`).
+    """
     check_options(target, precision, calibration)
     # onnx-graphsurgeon (the export extra) is imported only here, so the CLI loads without it.
     from minescan.export.tensorrt import fix_input_size, rewrite_for_tensorrt
@@ -107,9 +111,11 @@ def build_variant(
         model, float16 = to_float16(model)
     elif precision == "int8":
         tiles, source = _calibration(model, calibration, size)
-        model = quantize_int8(model, tiles, symmetric_activations=target == "tensorrt")
+        model = quantize_int8(model, tiles, symmetric_activations=target == "tensorrt", fp32_tail=fp32_tail)
 
     build = {"target": target, "precision": precision, "input_size": list(size) if size else None, "calibration": source or None}
+    if precision == "int8" and fp32_tail:
+        build["fp32_tail"] = fp32_tail
     metadata = dataclasses.replace(read_metadata(model), input_size=size or read_metadata(model).input_size, build=build)
     write_metadata(model, metadata)
     data = model.SerializeToString()
