@@ -156,8 +156,11 @@ def _build_variant(args: argparse.Namespace, plain_path: Path, out_path: Path) -
             if agreement.passed:
                 break
             print(f"retrying int8 with the last {tail} quantizable ops in FP32")
-            variant = build_variant(plain_path, out_path, target=args.target, precision=args.precision,
-                                    calibration=args.calibration, input_size=args.input_size, fp32_tail=tail)
+            try:
+                variant = build_variant(plain_path, out_path, target=args.target, precision=args.precision,
+                                        calibration=args.calibration, input_size=args.input_size, fp32_tail=tail)
+            except ExportError:  # fewer quantizable ops than that: nothing left to try
+                break
             agreement = compare_precision(variant.fp32_model, out_path, args.precision, tiles)
             print(agreement.format())
         _check(agreement, f"{args.precision} disagrees with fp32 beyond tolerance", args.out)

@@ -33,9 +33,12 @@ def test_tensorrt_target_uses_only_supported_ops_and_is_verified(saved_model_dir
     assert _build(out) == {"target": "tensorrt", "precision": "fp32", "input_size": [640, 640], "calibration": None}
 
 
+DEMO_RECIPE = ("--bands", "3,2,1", "--normalisation", "stretch")  # how the demo detector was trained
+
+
 def test_int8_tensorrt_calibrated_on_scenes(demo_saved_model, mining_scenes, tmp_path, capsys):
     out = tmp_path / "model.int8.onnx"
-    argv = ["export", str(demo_saved_model), "--out", str(out), "--target", "tensorrt", "--precision", "int8",
+    argv = ["export", str(demo_saved_model), *DEMO_RECIPE, "--out", str(out), "--target", "tensorrt", "--precision", "int8",
             "--calibration", str(mining_scenes), "--input-size", "256", "--verify"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -64,7 +67,7 @@ def test_int8_that_disagrees_fails_verify_and_leaves_nothing(demo_saved_model, m
     monkeypatch.setattr(variants, "quantize_int8", broken_quantize)
     out = tmp_path / "model.int8.onnx"
     out.write_bytes(b"the model of yesterday's export")
-    argv = ["export", str(demo_saved_model), "--out", str(out), "--precision", "int8", "--calibration", str(mining_scenes), "--verify"]
+    argv = ["export", str(demo_saved_model), *DEMO_RECIPE, "--out", str(out), "--precision", "int8", "--calibration", str(mining_scenes), "--verify"]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "int8 vs fp32 FAIL" in captured.out
@@ -74,7 +77,7 @@ def test_int8_that_disagrees_fails_verify_and_leaves_nothing(demo_saved_model, m
 
 def test_fp16_onnx_target(demo_saved_model, mining_scenes, tmp_path, capsys):
     out = tmp_path / "model.fp16.onnx"
-    argv = ["export", str(demo_saved_model), "--out", str(out), "--precision", "fp16", "--calibration", str(mining_scenes), "--verify"]
+    argv = ["export", str(demo_saved_model), *DEMO_RECIPE, "--out", str(out), "--precision", "fp16", "--calibration", str(mining_scenes), "--verify"]
     assert main(argv) == 0
     assert "fp16 vs fp32 PASS: recall 100.0%" in capsys.readouterr().out
     assert _build(out) == {"target": "onnx", "precision": "fp16", "input_size": None, "calibration": None}
@@ -89,7 +92,7 @@ def test_missing_calibration_folder_is_one_line(saved_model_dir, tmp_path, capsy
 
 def test_verify_also_compares_on_scene_tiles_when_given(demo_saved_model, mining_scenes, tmp_path, capsys):
     # A trained detector finds next to nothing on synthetic noise; scene tiles give it sites to find.
-    argv = ["export", str(demo_saved_model), "--out", str(tmp_path / "m.onnx"), "--verify", "--calibration", str(mining_scenes)]
+    argv = ["export", str(demo_saved_model), *DEMO_RECIPE, "--out", str(tmp_path / "m.onnx"), "--verify", "--calibration", str(mining_scenes)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     parity = next(line for line in printed.splitlines() if line.startswith("parity PASS"))
@@ -97,3 +100,34 @@ def test_verify_also_compares_on_scene_tiles_when_given(demo_saved_model, mining
     # 4 synthetic + 2 x 2 tiles from each 1024 px scene, cut at the scan's 640 px since the model takes any size
     assert "on 12 tiles" in parity
     assert int(parity.split()[2].split("/")[1]) >= 10  # detections compared
+
+
+def test_int8_beyond_the_gate_falls_back_to_fp32_near_the_outputs(demo_saved_model, mining_scenes, tmp_path, capsys, monkeypatch):
+    # The first INT8 build is made to fail the gate (its score drift reported as 0.5): the export
+    # rebuilds with the last 2 quantizable ops in FP32, verifies that one, and records it.
+    import dataclasses as dc
+
+    import minescan.export.agreement as agreement
+
+    real, calls = agreement.compare_precision, []
+
+    def first_fails(*args, **kwargs):
+        report = real(*args, **kwargs)
+        calls.append(report)
+        if len(calls) == 1:
+            return dc.replace(report, parity=dc.replace(report.parity, max_score_diff=0.5))
+        return report
+
+    monkeypatch.setattr(agreement, "compare_precision", first_fails)
+    out = tmp_path / "model.int8.onnx"
+    argv = ["export", str(demo_saved_model), *DEMO_RECIPE, "--out", str(out), "--precision", "int8",
+            "--calibration", str(mining_scenes), "--input-size", "256", "--verify"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "int8 vs fp32 FAIL" in printed and "retrying int8 with the last 2 quantizable ops in FP32" in printed
+    assert printed.count("int8 vs fp32 PASS") == 1 and len(calls) == 2
+    assert _build(out)["fp32_tail"] == 2
+    model = onnx.load(str(out))
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul")]
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert convs[-1].input[1] not in dequantized  # the op nearest the outputs kept its FP32 weights

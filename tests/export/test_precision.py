@@ -15,13 +15,14 @@ from minescan.export.precision import tensors_of_type, to_float16  # noqa: E402
 from minescan.export.quantize import quantize_int8  # noqa: E402
 from minescan.export.tensorrt import rewrite_for_tensorrt  # noqa: E402
 from minescan.export.tensorrt_ops import tensorrt_problems  # noqa: E402
-from minescan.model.metadata import Recipe  # noqa: E402
+from minescan.model.metadata import Normalisation, Recipe  # noqa: E402
 from minescan.synthetic.scene import SceneSpec, write_scene  # noqa: E402
 from minescan.raster.grid import TileGrid  # noqa: E402
 from minescan.raster.radiometry import reflectance_gain  # noqa: E402
 from minescan.raster.scene import Scene  # noqa: E402
 
-RECIPE = Recipe(bands=(3, 2, 1), gain=2.5, offset=0, scale=10000)
+# The demo detector's training recipe: a per-band 2-98 % stretch over the scene (training/train_demo_detector.py).
+RECIPE = Recipe(bands=(3, 2, 1), gain=2.5, offset=0, scale=10000, normalisation=Normalisation("stretch", 2.0, 98.0))
 FP32_OPS = {"NonMaxSuppression", "Softmax", "Sigmoid", "Exp", "RoiAlign", "Pad"}  # NMS, scores, box decoding, crops, outputs
 
 
@@ -30,7 +31,7 @@ def fp32(demo_saved_model, tmp_path_factory) -> onnx.ModelProto:
     from minescan.export import export_onnx
 
     path = tmp_path_factory.mktemp("demo-onnx") / "demo.onnx"
-    export_onnx(demo_saved_model, path)
+    export_onnx(demo_saved_model, path, preprocessing=RECIPE.to_json())
     model, _ = rewrite_for_tensorrt(onnx.load(str(path)), input_size=(256, 256))
     return model
 
