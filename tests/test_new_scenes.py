@@ -251,3 +251,21 @@ def test_export_completes_an_onnx_from_elsewhere_with_normalisation_and_statisti
     assert scanner.scan(clear).reliable and scanner.scan(hazy).reliable  # the stretch undoes the haze
     assert main(["export", str(bare), "--out", str(tmp_path / "x.onnx"), "--normalisation", "histogram_match"]) == 1
     assert "takes its reference from --calibration DIR" in capsys.readouterr().err
+
+
+def test_a_uint8_rgb_scene_is_normalised_too_under_a_stretch_model(scenes, tmp_path):
+    clear, _, truth, _ = scenes
+    from minescan.raster.radiometry import reflectance_gain
+
+    with rasterio.open(clear) as src:  # an already rendered RGB product, as many exports are
+        rgb = reflectance_gain(3).apply(src.read((3, 2, 1)))
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=3, dtype="uint8", crs=src.crs,
+                       transform=src.transform)
+    rgb_path = tmp_path / "rgb.tif"
+    with rasterio.open(rgb_path, "w", **profile) as dst:
+        dst.write(np.moveaxis(rgb, -1, 0))
+    hazy = write_perturbed(rgb_path, tmp_path / "rgb_hazy.tif", HAZE, scale=255)
+    stretch = Scanner(_model(tmp_path / "s.onnx", recipe=Recipe(normalisation=Normalisation("stretch", 0.5, 99.5))))
+    a, b = stretch.scan(rgb_path), stretch.scan(hazy)
+    assert "percentile stretch" in a.plan.rendering and _found(a, truth) == _found(b, truth) == len(truth.boxes)
+    assert "used as it is" in Scanner(_model(tmp_path / "g.onnx")).plan(rgb_path).rendering  # the fixed gain: as before

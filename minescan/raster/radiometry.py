@@ -1,6 +1,7 @@
 """Radiometry: from the scene's pixel values to the uint8 RGB a model takes.
 
-uint8 scenes pass through unchanged.  Any other integer or float data is
+Under the fixed gain, uint8 scenes pass through unchanged (a per-scene
+normalisation or stretch maps them like any other type).  Any other integer or float data is
 taken as reflectance ``(value + offset) / scale`` (Sentinel-2 DN: scale 10000;
 offset 0, or the product's BOA_ADD_OFFSET, e.g. -1000, for L2A from
 processing baseline 04.00; float exports of reflectance 0-1 from SNAP, openEO
@@ -261,21 +262,21 @@ def radiometry_for(dtype: Any, bands: int, *, gain: float = DEFAULTS.gain, offse
                    sample: tuple[np.ndarray, np.ndarray] | None = None) -> Radiometry:
     """The rendering of ``bands`` bands of ``dtype`` data, from settings already resolved.
 
-    - uint8: passed through (``gain``, ``offset``, ``scale`` and ``stretch`` do not apply);
     - ``stretch`` (low, high percentiles): :func:`percentile_stretch` over ``sample``,
       given as (data [B, H, W], nodata [H, W], True = nodata), e.g. ``(o.data, o.nodata)``
       of ``o = scene.overview()``;
+    - uint8 otherwise: passed through (``gain``, ``offset``, ``scale`` do not apply);
     - otherwise :func:`reflectance_gain` with ``gain``, ``offset``, ``scale``.
 
     It does not pick the scale of float data: call :func:`default_scale` for that.
     """
     if not renderable(dtype):
         raise RadiometryError(f"cannot render {dtype} data; minescan renders integer or float data")
-    if np.dtype(dtype) == np.uint8:
-        return passthrough(bands)
     if stretch is not None:
         if sample is None:
             raise RadiometryError("a percentile stretch needs a scene-wide sample")
         data, nodata = sample
         return percentile_stretch(data, ~nodata, *stretch)
+    if np.dtype(dtype) == np.uint8:
+        return passthrough(bands)
     return reflectance_gain(bands, gain=gain, offset=offset, scale=scale)

@@ -272,7 +272,7 @@ class ScanPlan:
         return "\n".join(f"{name:<11} {text.rstrip()}" for name, text in lines)
 
 
-def input_shift(scene: Scene, radiometry: Radiometry, reference: InputStatistics, sample: Any) -> float | None:
+def input_shift(radiometry: Radiometry, reference: InputStatistics, sample: Any) -> float | None:
     """The scene's input shift against ``reference``: its statistics ``sample`` rendered with ``radiometry``."""
     valid = ~sample.nodata
     if not valid.any():
@@ -324,8 +324,6 @@ def _radiometry(scene: Scene, options: ScanOptions, source: Source, recipe: Any,
                 statistics: _Sample) -> tuple[Radiometry, str]:
     """How the scene's values become uint8 (see the table in the module docstring), and a line saying so."""
     bands = len(scene.bands)
-    if scene.dtype == "uint8":
-        return passthrough(bands), "uint8 data used as it is"
     normalisation = recipe.normalisation
     if options.stretch:
         low, high = options.stretch
@@ -345,6 +343,8 @@ def _radiometry(scene: Scene, options: ScanOptions, source: Source, recipe: Any,
         else:
             radiometry = histogram_match(sample.data, valid, normalisation.percentiles, normalisation.reference)
         return radiometry, f"{normalisation.describe()}, as the model was trained [model]"
+    if scene.dtype == "uint8":  # already rendered: the fixed gain does not apply
+        return passthrough(bands), "uint8 data used as it is"
     gain, gain_from = _pick((OPTION, options.gain), (MODEL, recipe.gain), (DEFAULT, DEFAULTS.gain))
     floating = np.dtype(scene.dtype).kind == "f"
     if options.scale is not None:
@@ -397,7 +397,7 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
         grid = TileGrid(scene.width, scene.height, tile, overlap)
         shift = None
         if meta.input_statistics is not None:
-            shift = input_shift(scene, radiometry, meta.input_statistics, statistics())
+            shift = input_shift(radiometry, meta.input_statistics, statistics())
         plan_values = dict(
             width=scene.width, height=scene.height, dtype=scene.dtype, crs=scene.crs, transform=scene.transform,
             bands=tuple(scene.bands), band_names=scene.band_descriptions, nodata=scene.nodata,
