@@ -61,6 +61,17 @@ class Defaults:
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB
+    # The service (minescan serve): loopback unless told otherwise; limits that keep one request from
+    # costing more than a few hundred MB.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_max_batch: int = 8  # tiles per model call of the dynamic batcher
+    serve_batch_delay_ms: float = 2.0  # how long a batch waits for more requests
+    serve_max_body: int = 64 * 2**20  # bytes per request body (a batch of 32 640 px tiles is 39 MB)
+    serve_max_tiles: int = 64  # tiles per infer request
+    serve_max_side: int = 4096  # px, a tile's side in an infer request
+    serve_max_jobs_queued: int = 32  # scene jobs waiting; one more is answered 429
+    serve_max_infer_pending: int = 256  # infer requests waiting for the model; one more is answered 503
 
     def read_threads(self, cores: int | None = None) -> int:
         """Reader threads: two per core, at most :attr:`max_read_threads`.

@@ -17,7 +17,7 @@ import warnings
 from typing import Sequence
 
 from minescan import __version__
-from minescan.cli import bench, build, demo, evaluate, export, scan
+from minescan.cli import bench, build, demo, evaluate, export, scan, serve
 from minescan.cli.options import flag
 from minescan.errors import MinescanError
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     build.add_build_parser(sub)
     evaluate.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -106,6 +106,29 @@ class OnnxRuntimeDetector:
             raise MetadataError(f"{path}: {exc}") from None
         self._max_batch = self.signature.batch or max_batch
 
+    @property
+    def output_types(self) -> dict[str, np.dtype]:
+        """The numpy type of each contract output, as the graph declares it."""
+        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                 "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
+        return {o.name: np.dtype(types.get(o.type, np.float32)) for o in self._session.get_outputs() if o.name in OUTPUT_NAMES}
+
+    def run_contract(self, tiles: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's raw contract outputs for a uint8 [B, H, W, 3] batch, split to its batch size and joined.
+
+        What a served infer answers (``minescan serve``): ``detection_boxes`` [B, K, 4] normalized, scores,
+        classes [B, K], ``num_detections`` [B], in the graph's own types.
+        """
+        check_tiles(tiles, self.signature)
+        parts = [self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk}) for chunk in split_batch(tiles, self._max_batch)]
+        joined = {}
+        for index, name in enumerate(OUTPUT_NAMES):
+            arrays = [p[index] for p in parts]
+            if any(a.shape[0] != len(c) for a, c in zip(arrays, split_batch(tiles, self._max_batch))):
+                raise ContractError(f"{self.path}: {name} came back with a batch other than the input's")
+            joined[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+        return joined
+
     def detect(self, tiles: np.ndarray, score_threshold: float = 0.0) -> list[TileDetections]:
         """Detections for each tile of a uint8 [B, H, W, 3] batch, split to the model's batch size."""
         check_tiles(tiles, self.signature)
