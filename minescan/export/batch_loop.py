@@ -23,8 +23,14 @@ stacks along axis 0: ``detection_boxes`` [batch, K, 4],
   :func:`verify_free_batch`: boxes and scores within 1e-5, classes and
   counts exact), and every image's K must be the same (OD API outputs are
   padded to K);
-* initializers stay in the outer graph, where the body reads them as
-  outer-scope values (one copy of the weights);
+* the initializers move into the Loop body, their only consumer (one copy
+  of the weights; one that is also a graph input, a default-valued input of
+  old IR versions, stays outer).  Read as outer-scope values they would
+  work too, but ONNX Runtime's layout optimizer (NCHWc, on by default)
+  converts only Convs whose weights are constants of the graph they run in:
+  on the tiny fixture the outer-scope variant ran other Conv kernels, its
+  scores moved by up to 1.2e-4 and near-tied boxes swapped places, which
+  :func:`verify_free_batch` rightly refuses;
 * inside the body the values named ``input_tensor`` and the four output
   names are renamed (they are outer names now), in nested subgraphs too
   (TF exports hold Loop/If nodes); values a nested subgraph defines itself
@@ -141,6 +147,13 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         copy.CopyFrom(info)
         copy.name = rename.get(copy.name, copy.name)
         value_info.append(copy)
+    graph_inputs = {v.name for v in graph.input}
+    outer_initializers, body_initializers = [], [onnx.numpy_helper.from_array(np.array([0], np.int64), zero_axis)]
+    for tensor in graph.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = rename.get(copy.name, copy.name)
+        (outer_initializers if tensor.name in graph_inputs else body_initializers).append(copy)
     body = helper.make_graph(
         body_nodes,
         fresh("per_image_body"),
@@ -149,10 +162,12 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
             helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
         ],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []), *scan_infos],
+        body_initializers,
         value_info=value_info,
     )
+    body.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name not in graph_inputs)
 
-    # The outer graph: trip count = the batch, the Loop, and the original initializers.
+    # The outer graph: trip count = the batch, then the Loop.
     shape, trip = fresh("batch/shape"), fresh("batch/size")
     first = fresh("batch/first_index")
     outer_nodes = [
@@ -160,16 +175,7 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         helper.make_node("Gather", [shape, first], [trip], axis=0, name=fresh("batch/size_node")),
         helper.make_node("Loop", [trip, ""], list(OUTPUT_NAMES), body=body, name=fresh("batch/loop")),
     ]
-    initializers = []
-    for tensor in graph.initializer:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(tensor)
-        copy.name = rename.get(copy.name, copy.name)
-        initializers.append(copy)
-    initializers += [
-        onnx.numpy_helper.from_array(np.array(0, np.int64), first),
-        onnx.numpy_helper.from_array(np.array([0], np.int64), zero_axis),
-    ]
+    initializers = [*outer_initializers, onnx.numpy_helper.from_array(np.array(0, np.int64), first)]
     new_inputs = []
     for value in graph.input:
         copy = onnx.ValueInfoProto()
@@ -185,7 +191,7 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
             _set_batch(copy)
         new_outputs.append(copy)
     outer = helper.make_graph(outer_nodes, graph.name or "detector", new_inputs, new_outputs, initializers)
-    outer.sparse_initializer.extend(graph.sparse_initializer)
+    outer.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in graph_inputs)
     outer.doc_string = graph.doc_string
 
     freed = onnx.ModelProto()
@@ -312,6 +318,7 @@ def _subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
 def _all_names(graph: onnx.GraphProto) -> set[str]:
     names = {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
     names.update(t.name for t in graph.initializer)
+    names.update(t.values.name for t in graph.sparse_initializer)
     for node in graph.node:
         names.update(node.input)
         names.update(node.output)
@@ -335,6 +342,7 @@ def _rename_node(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:
 def _rename_outer_references(graph: onnx.GraphProto, rename: Mapping[str, str]) -> None:
     """Rename the values ``graph`` reads from enclosing scopes; a name it defines itself shadows the mapping."""
     local = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    local |= {t.values.name for t in graph.sparse_initializer}
     visible = {k: v for k, v in rename.items() if k not in local}
     if not visible:
         return
