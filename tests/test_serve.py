@@ -205,6 +205,23 @@ def test_a_scene_job_finds_every_object_once(server, site):
     assert gpkg.status_code == 200 and gpkg.content[:16] == b"SQLite format 3\x00"
 
 
+def test_an_inline_stac_item_whose_assets_lie_under_the_data_root_is_scanned(server, site, tmp_path):
+    from testkit.products import write_band_files, write_stac_item
+
+    folder, _, _ = site
+    files, truth = write_band_files(folder / "data" / "bands", SceneSpec(width=900, height=700, objects=8, seed=2))
+    item = json.loads(write_stac_item(folder / "data" / "item.json", files, item_id="S2-test").read_text())
+    for asset in item["assets"].values():  # hrefs relative to the data root, as a client sends them
+        asset["href"] = "bands/" + Path(asset["href"]).name
+    answer = httpx.post(f"{server.url}/v1/scans", json={"stac_item": item, "options": {"tile": 256}}, headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    job = _wait(server, answer.json()["id"])
+    assert job["state"] == "done" and job["scene"] == "stac_item S2-test" and job["detections"] == len(truth.boxes)
+    item["assets"]["red"]["href"] = "../token"
+    refused = httpx.post(f"{server.url}/v1/scans", json={"stac_item": item}, headers=AUTH)
+    assert refused.status_code == 403 and "'..' is refused" in refused.json()["error"]
+
+
 def _malformed(server: Server, site) -> list[tuple[str, httpx.Response]]:
     folder, _, _ = site
     (folder / "data" / "escape").unlink(missing_ok=True)

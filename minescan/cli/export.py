@@ -98,6 +98,8 @@ def run_export(args: argparse.Namespace) -> int:
     from minescan.export.variants import check_options
 
     check_options(args.target, args.precision, args.calibration)  # before the conversion's seconds
+    if args.free_batch and args.target != "onnx":
+        raise ExportError("--free-batch makes an ONNX Runtime model (for Triton's batching); it cannot go with --target tensorrt")
     labels = parse_labels(args.labels) if args.labels else None
     plain = args.target == "onnx" and args.precision == "fp32" and args.input_size is None
     out = Path(args.out)
@@ -105,7 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
     recipe, statistics = _calibrated(args, _recipe(args, _recorded_recipe(args.saved_model) if from_onnx else None))
     postprocessing = {"drop_parts": args.drop_parts} if args.drop_parts else None
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
-        staged = Path(work) / out.name if args.verify else out
+        staged = Path(work) / out.name if args.verify or args.free_batch else out
         plain_path = staged if plain else Path(work) / "plain.onnx"
         if from_onnx:
             from minescan.export.convert import annotate_onnx
@@ -126,10 +128,32 @@ def run_export(args: argparse.Namespace) -> int:
             _check(parity, "ONNX Runtime disagrees with TensorFlow", out)
         if not plain:
             _build_variant(args, plain_path, staged)
-        if args.verify:
+        if args.free_batch:
+            _free_batch(staged)
+        if args.verify or args.free_batch:
             write_atomically(out, staged.read_bytes())
-            print(f"verified; wrote {out}")
+            print(f"verified; wrote {out}" if args.verify else f"wrote {out}")
     return 0
+
+
+def _free_batch(path: Path) -> None:
+    """--free-batch: rewrite ``path`` with its graph looped over a symbolic batch (see
+    :mod:`minescan.export.batch_loop`), checked against batch-1 calls on synthetic tiles; a graph
+    whose batch is already symbolic is left as it is."""
+    import onnx
+
+    from minescan.export.batch_loop import check_tiles, free_batch, verify_free_batch
+    from minescan.model.contract import INPUT_NAME
+    from minescan.results.atomic import write_atomically
+
+    model = onnx.load(str(path))
+    first = next(v for v in model.graph.input if v.name == INPUT_NAME).type.tensor_type.shape.dim[:1]
+    if not (first and first[0].HasField("dim_value")):
+        print("--free-batch: the batch is already symbolic; the graph is left as it is")
+        return
+    freed = free_batch(model)
+    print("--free-batch: " + verify_free_batch(model, freed, check_tiles(model)).format())
+    write_atomically(path, freed.SerializeToString())
 
 
 def _build_variant(args: argparse.Namespace, plain_path: Path, out_path: Path) -> None:
@@ -232,6 +256,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--drop-parts", type=float, metavar="F",
                         help="record in the model that a scan drops a box lying at least F inside a larger box of another "
                              "class (its classes cannot nest, e.g. 0.7); default: not recorded, scans keep such boxes")
+    export.add_argument("--free-batch", action="store_true",
+                        help="run a graph that takes batch 1 only (TF OD API exports) once per image in an ONNX Loop, "
+                             "so it takes any batch (what Triton's dynamic batching needs); checked against batch-1 "
+                             "calls on synthetic tiles; --target onnx only")
     export.add_argument("--input-size", type=int, metavar="PX",
                         help="fix the input to PX x PX (default: the model's own; for tensorrt, 640 if it takes any size)")
     export.set_defaults(handler=run_export)

@@ -220,6 +220,8 @@ def verify_free_batch(
     if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[3] != 3 or len(tiles) == 0:
         raise ExportError(f"tiles must be uint8 [N>0, H, W, 3], got {tiles.dtype} {list(tiles.shape)}")
     single_session, batched_session = _session(original, "the original model"), _session(freed, "the batch-freed model")
+    _run(single_session, tiles[:1], "the original model")  # warm-up: the first run of a session allocates
+    _run(batched_session, tiles[:1], "the batch-freed model")
     started = time.perf_counter()
     singles = [_run(single_session, tile[np.newaxis], "the original model") for tile in tiles]
     single_s = time.perf_counter() - started
