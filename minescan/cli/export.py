@@ -16,8 +16,8 @@ from minescan.cli.options import percentiles, recipe_options
 from minescan.export.choices import DEFAULT_OPSET, PRECISIONS, TARGETS
 from minescan.export.errors import ExportError
 
-VERIFY_SCENE_TILES = 24
-FP32_TAILS = (2, 4, 8, 16)  # INT8 fallback: quantizable ops nearest the outputs kept in FP32, tried in turn  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
+VERIFY_SCENE_TILES = 24  # tiles --verify cuts from the --calibration scenes, beside 4 synthetic ones
+FP32_TAILS = (2, 4, 8, 16)  # INT8 fallback: quantizable ops nearest the outputs kept in FP32, tried in turn
 
 if TYPE_CHECKING:
     from minescan.export.agreement import PrecisionReport
@@ -115,7 +115,8 @@ def run_export(args: argparse.Namespace) -> int:
             meta = annotate_onnx(args.saved_model, plain_path, labels=labels, preprocessing=recipe,
                                  postprocessing=postprocessing, input_statistics=statistics)
             print(f"wrote {out if plain else plain_path.name}: {args.saved_model} with its metadata completed "
-                  f"(recipe {json.dumps(meta.recipe.to_json())[:120]}); the graph is unchanged")
+                  f"(recipe {json.dumps(meta.recipe.to_json())[:120]})"
+                  + ("" if args.free_batch else "; the graph is unchanged"))
         else:
             report = export_onnx(args.saved_model, plain_path, opset=args.opset, labels=labels, preprocessing=recipe,
                                  postprocessing=postprocessing, input_statistics=statistics)

@@ -39,15 +39,19 @@ stacks along axis 0: ``detection_boxes`` [batch, K, 4],
   (minescan's labels, recipe...) are kept.
 
 Cost: the images of a batch still run one after the other, in one
-``session.run``; what the loop adds is ONNX Runtime's per-iteration subgraph
-execution and the weights read as outer-scope values.  Measured on the tiny
-fixture Faster R-CNN (``testkit.fixture_model``, backbone "tiny", 128 x 128
-tiles), ONNX Runtime 1.32 CPU with one intra- and inter-op thread on an
-"AMD EPYC" (as /proc/cpuinfo names it; 2 cores, shared): 4.2 ms per tile
-for the original at batch 1, 4.4 ms per tile for the freed model at
-batch 4 (median of 30 runs; about +5 %, within the noise of the shared
-machine).  A batch therefore buys no speed on its own; it lets Triton queue
-and schedule requests of any batch size.
+``session.run``; the loop adds ONNX Runtime's per-iteration subgraph
+execution, which is small next to a detector.  Measured with ONNX Runtime
+1.32 CPU sessions (default optimizations, one intra- and one inter-op
+thread) on the tiny fixture Faster
+R-CNN (``testkit.fixture_model``, backbone "tiny", exported by
+:func:`minescan.export.convert.export_onnx`), 4 synthetic 128 x 128 tiles,
+median of 60 runs, on an AMD EPYC (/proc/cpuinfo: "AMD EPYC", family 25
+model 17, AVX-512; 2 cores shared with other work, so +-10 % noise):
+original at batch 1 10.7 ms per tile, freed at batch 4 10.3 ms per tile
+(a second series: 12.9 and 12.7; at 320 x 320: 12.7 and 13.1).  The freed
+model costs nothing measurable and buys nothing on its own: it lets Triton
+queue requests and run batches of any size.  The outer-scope-weights
+variant ran 11.1 ms (128 px) and 15.6 ms (320 px) per tile.
 """
 
 from __future__ import annotations
@@ -100,9 +104,10 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     inputs = {v.name: v for v in graph.input}
     outputs = {v.name: v for v in graph.output}
-    missing = [n for n in (INPUT_NAME, *OUTPUT_NAMES) if n not in inputs and n not in outputs]
+    missing = [f"input {INPUT_NAME!r}"] if INPUT_NAME not in inputs else []
+    missing += [f"output {n!r}" for n in OUTPUT_NAMES if n not in outputs]
     if missing:
-        raise ExportError(f"cannot free the batch: the model has no {missing[0]!r} (contract input/outputs needed)")
+        raise ExportError(f"cannot free the batch: the model has no {missing[0]} (the detector contract's input and outputs are needed)")
     extra = sorted(set(outputs) - set(OUTPUT_NAMES))
     if extra:
         raise ExportError(f"cannot free the batch: outputs outside the contract ({', '.join(extra)}); export with minescan export")
@@ -132,13 +137,12 @@ def free_batch(model: onnx.ModelProto) -> onnx.ModelProto:
         copy.CopyFrom(node)
         _rename_node(copy, rename)
         body_nodes.append(copy)
-    scan_names, scan_infos = [], []
+    scan_infos = []
     for name in OUTPUT_NAMES:
         per_image = fresh(f"per_image/{name}_squeezed")
         body_nodes.append(_axes_node("Squeeze", rename[name], per_image, zero_axis, squeeze_axes, fresh))
         elem_type = outputs[name].type.tensor_type.elem_type
         dims = _dims(outputs[name])
-        scan_names.append(per_image)
         scan_infos.append(helper.make_tensor_value_info(per_image, elem_type, None if dims is None else list(dims[1:])))
     body_nodes.append(helper.make_node("Identity", [cond_in], [cond_out], name=fresh("per_image/cond")))
     value_info = []
@@ -276,19 +280,6 @@ def check_tiles(model: onnx.ModelProto, count: int = 4, seed: int = 0) -> np.nda
     else:
         size = read_metadata(model).input_size or _PROBE_SIZE
     return synthetic_tiles(count, size, seed=seed)
-
-
-def load_model(source: bytes | str | Path | onnx.ModelProto, what: str = "model") -> onnx.ModelProto:
-    """An in-memory ONNX model from bytes, a path or a model; :class:`ExportError` when it is not one."""
-    if isinstance(source, onnx.ModelProto):
-        return source
-    if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
-        raise ExportError(f"{source}: no such ONNX file")
-    try:
-        return onnx.load_from_string(bytes(source)) if isinstance(source, (bytes, bytearray)) else onnx.load(str(source))
-    except Exception as exc:  # onnx raises DecodeError and friends
-        where = what if isinstance(source, (bytes, bytearray)) else str(source)
-        raise ExportError(f"{where}: not a readable ONNX model ({type(exc).__name__})") from exc
 
 
 # --- helpers -----------------------------------------------------------------------------------------

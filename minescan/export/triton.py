@@ -179,7 +179,7 @@ def write_triton_repository(
     for tensor, repeated in [(t, config.input) for t in spec.inputs] + [(t, config.output) for t in spec.outputs]:
         entry = repeated.add(name=tensor.name, data_type=mc.DataType.Value(tensor.data_type), dims=list(tensor.dims))
         if tensor.reshape_to_scalar:
-            pass
+            entry.reshape.SetInParent()
     if max_batch > 0:
         config.dynamic_batching.SetInParent()
         config.dynamic_batching.preferred_batch_size.extend(preferred_batch or ())
@@ -316,8 +316,8 @@ def _plan_spec(path: Path, max_batch: int) -> tuple[bytes, _Spec]:
     if max_batch > 0:
         if high == 1:
             raise ExportError(
-                f"{path}: the engine takes batch 1 only (profile {span}); Triton batching needs more: serve it with "
-                "--max-batch 0, or re-export with minescan export --free-batch and rebuild with minescan build --batch 1:8:16"
+                f"{path}: the engine takes batch 1 only (profile {span}); Triton batching needs a variable batch: serve it "
+                "with --max-batch 0, or serve an ONNX export made with minescan export --free-batch on ONNX Runtime"
             )
         if low > 1:
             raise ExportError(f"{path}: the engine's profile starts at batch {low} ({span}); Triton sends batches from 1: rebuild with --batch 1:...")

@@ -185,9 +185,17 @@ def test_free_batch_renames_the_contract_names_inside_nested_subgraphs():
     verify_free_batch(model, freed, tiles)
 
 
-def test_free_batch_on_the_tf_fixture_matches_per_tile_results(exported):
-    """The tiny OD-API-like Faster R-CNN (batch fixed at 1 by the exporter, a Loop inside) freed, against batch-1 calls."""
+@pytest.fixture
+def tf_export(request):
+    """The tiny fixture SavedModel exported with ``minescan.export.export_onnx`` (conftest's ``exported``); skipped without TF."""
     pytest.importorskip("tensorflow", reason="the export extra (tensorflow-cpu) is not installed")
+    pytest.importorskip("tf2onnx", reason="the export extra (tf2onnx) is not installed")
+    return request.getfixturevalue("exported")
+
+
+def test_free_batch_on_the_tf_fixture_matches_per_tile_results(tf_export):
+    """The tiny OD-API-like Faster R-CNN (batch fixed at 1 by the exporter, a Loop inside) freed, against batch-1 calls."""
+    exported = tf_export
     original = onnx.load(str(exported.onnx_path))
     assert original.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     freed = free_batch(original)
