@@ -276,6 +276,12 @@ def test_malformed_requests_are_4xx_json_errors_and_the_server_stays_ready(serve
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # no token needed, still ready
     metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
     assert float(_metric(metrics, 'minescan_request_errors_total{endpoint="infer"}')) >= 8 * 15
+    # one JSON log line per request, with what an operator greps for
+    folder, _, _ = site
+    logged = [json.loads(line) for path in folder.glob("server-*.log") for line in path.read_text().splitlines()
+              if line.startswith('{"ts"')]
+    refused = [entry for entry in logged if entry["endpoint"] == "infer" and entry["status"] == 413]
+    assert len(refused) >= 16 and {"ts", "method", "path", "status", "ms", "client"} <= set(refused[0])
 
 
 def test_jobs_survive_kill_9_and_a_graceful_stop_requeues_the_running_one(site, tmp_path):
