@@ -98,19 +98,7 @@ def contract_problems(
     signature 'serving_default'").  ``strict`` requires float32 outputs, as the
     OD API exports them; otherwise any numeric type will do.
     """
-    problems = []
-    by_name = {t.name: t for t in inputs}
-    if INPUT_NAME not in by_name:
-        problems.append(f"{where} has no input {INPUT_NAME!r} (inputs: {', '.join(sorted(by_name)) or 'none'})")
-    else:
-        spec = by_name[INPUT_NAME]
-        if _canonical(spec.dtype) != INPUT_DTYPE:
-            problems.append(f"{where} input {INPUT_NAME!r} is {spec.dtype}, expected {INPUT_DTYPE}")
-        if not _fits(spec.shape, _INPUT_LAYOUT):
-            problems.append(f"{where} input {INPUT_NAME!r} has shape {_show(spec.shape)}, expected {_INPUT_LAYOUT.text}")
-    extra = sorted(set(by_name) - {INPUT_NAME})
-    if extra and INPUT_NAME in by_name:  # without it, the missing input already lists them
-        problems.append(f"{where} has inputs besides {INPUT_NAME!r}: {', '.join(extra)}")
+    problems = _input_problems(where, inputs)
     out_by_name = {t.name: t for t in outputs}
     for name, layout in _OUTPUT_LAYOUTS.items():
         if name not in out_by_name:
@@ -124,6 +112,24 @@ def contract_problems(
             problems.append(f"{where} output {name!r} is {spec.dtype}, expected a numeric type")
         if not _fits(spec.shape, layout):
             problems.append(f"{where} output {name!r} has shape {_show(spec.shape)}, expected {layout.text}")
+    return problems
+
+
+def _input_problems(where: str, inputs: Sequence[TensorSpec]) -> list[str]:
+    """The problems of the one input every minescan model takes, ``input_tensor`` uint8 [batch, H, W, 3]."""
+    problems = []
+    by_name = {t.name: t for t in inputs}
+    if INPUT_NAME not in by_name:
+        problems.append(f"{where} has no input {INPUT_NAME!r} (inputs: {', '.join(sorted(by_name)) or 'none'})")
+    else:
+        spec = by_name[INPUT_NAME]
+        if _canonical(spec.dtype) != INPUT_DTYPE:
+            problems.append(f"{where} input {INPUT_NAME!r} is {spec.dtype}, expected {INPUT_DTYPE}")
+        if not _fits(spec.shape, _INPUT_LAYOUT):
+            problems.append(f"{where} input {INPUT_NAME!r} has shape {_show(spec.shape)}, expected {_INPUT_LAYOUT.text}")
+    extra = sorted(set(by_name) - {INPUT_NAME})
+    if extra and INPUT_NAME in by_name:  # without it, the missing input already lists them
+        problems.append(f"{where} has inputs besides {INPUT_NAME!r}: {', '.join(extra)}")
     return problems
 
 
@@ -167,3 +173,54 @@ def _show(shape: tuple[Dim, ...] | None) -> str:
     if shape is None:
         return "unknown"
     return "[" + ", ".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in shape) + "]"
+
+
+# Tile classifiers: input_tensor uint8 [N, H, W, 3] -> one output [N, C] of class probabilities.
+@dataclass(frozen=True)
+class ClassifierSignature:
+    """The facts of a checked classifier (None: not fixed): batch, window size, classes, its output's name."""
+
+    batch: int | None
+    height: int | None
+    width: int | None
+    classes: int | None
+    output: str
+
+
+def classifier_problems(where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[str]:
+    """Every problem that keeps a model from being a tile classifier ([] when it is one)."""
+    problems = _input_problems(where, inputs)
+    if len(outputs) != 1:
+        problems.append(f"{where} has {len(outputs)} outputs; a classifier has one, [batch, classes]")
+        return problems
+    spec = outputs[0]
+    if _canonical(spec.dtype) not in ("float16", "float32", "float64"):
+        problems.append(f"{where} output {spec.name!r} is {spec.dtype}, expected float probabilities")
+    if spec.shape is not None and len(spec.shape) != 2:
+        problems.append(f"{where} output {spec.name!r} has shape {_show(spec.shape)}, expected [batch, classes]")
+    return problems
+
+
+def model_task(where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
+    """``"detector"`` or ``"classifier"``, told by the outputs; :class:`ContractError` naming what was found otherwise."""
+    if not contract_problems(where, inputs, outputs):
+        return "detector"
+    if not classifier_problems(where, inputs, outputs):
+        return "classifier"
+    found_in = ", ".join(f"{t.name} {t.dtype} {_show(t.shape)}" for t in inputs) or "none"
+    found_out = ", ".join(f"{t.name} {t.dtype} {_show(t.shape)}" for t in outputs) or "none"
+    raise ContractError(
+        f"{where} is neither a detector ({INPUT_NAME} uint8 [batch, H, W, 3] -> {', '.join(OUTPUT_NAMES)}) nor a "
+        f"classifier ({INPUT_NAME} -> one [batch, classes] output); it has inputs {found_in} and outputs {found_out}"
+    )
+
+
+def check_classifier(where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> ClassifierSignature:
+    """Check a classifier; raise :class:`ContractError` (one line) or return its signature."""
+    problems = classifier_problems(where, inputs, outputs)
+    if problems:
+        raise ContractError("; ".join(problems))
+    image = next(t for t in inputs if t.name == INPUT_NAME).shape
+    return ClassifierSignature(batch=_fixed(image, 0), height=_fixed(image, 1), width=_fixed(image, 2),
+                               classes=_fixed(outputs[0].shape, 1), output=outputs[0].name)
+

@@ -1,0 +1,68 @@
+"""Writing a heatmap as a Cloud Optimized GeoTIFF: one band per class, named by its label.
+
+The cell grid of :mod:`minescan.scan.heatmap` georeferenced to the scene (the
+scene's transform scaled by the stride), written with GDAL's COG driver
+(tiled, internal overviews resampled by *average*, so a zoomed-out view
+shows mean probability).  ``uint8`` (default): probability x 254 rounded, 255 =
+nodata, a quarter of the size of floats and exact to 0.002; ``float32``:
+probabilities as they are, NaN = nodata.  Band descriptions are the class
+labels, so QGIS and ``rasterio`` show them by name.  The file appears
+atomically (:func:`minescan.results.atomic.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from minescan.errors import MinescanError
+from minescan.results.atomic import atomic_path
+
+UINT8_SCALE = 254
+UINT8_NODATA = 255
+
+
+class HeatmapWriteError(MinescanError):
+    """A heatmap that cannot be written."""
+
+
+def encode_uint8(probabilities: np.ndarray) -> np.ndarray:
+    """float [C, rows, cols] in [0, 1] (NaN = nodata) as uint8: round(p * 254), 255 for nodata."""
+    values = np.clip(np.nan_to_num(probabilities, nan=0.0), 0.0, 1.0)
+    encoded = np.floor(values * UINT8_SCALE + 0.5).astype(np.uint8)
+    encoded[np.isnan(probabilities)] = UINT8_NODATA
+    return encoded
+
+
+def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, transform: Any, crs: Any, stride: int,
+                  labels: Sequence[str], as_float: bool = False) -> Path:
+    """Write ``probabilities`` [C, rows, cols] (cells of ``stride`` scene px; ``transform`` is the scene's) as a COG."""
+    import rasterio
+    from affine import Affine
+
+    classes, rows, cols = probabilities.shape
+    if len(labels) != classes:
+        raise HeatmapWriteError(f"{classes} classes in the heatmap but {len(labels)} labels")
+    path = Path(path)
+    cell_transform = transform * Affine.scale(stride) if transform is not None else None
+    data = probabilities.astype(np.float32) if as_float else encode_uint8(probabilities)
+    # COG makes overviews down to one block: small maps (a 10980 px scene at stride 64 is 172 cells a side)
+    # get 64-cell blocks so they still have overview levels.
+    block = 64 if max(rows, cols) <= 1024 else 256
+    profile = dict(driver="COG", width=cols, height=rows, count=classes, dtype=data.dtype.name, crs=crs,
+                   transform=cell_transform, nodata=float("nan") if as_float else UINT8_NODATA,
+                   BLOCKSIZE=block, COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="AVERAGE")
+    try:
+        with atomic_path(path) as temporary:
+            with rasterio.open(temporary, "w", **profile) as dst:
+                dst.write(data)
+                dst.descriptions = tuple(labels)
+                dst.update_tags(minescan_encoding="probability" if as_float else f"probability x {UINT8_SCALE}, {UINT8_NODATA} = nodata")
+    except MinescanError:
+        raise
+    except Exception as exc:  # rasterio raises its own error types
+        raise HeatmapWriteError(f"cannot write {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    return path
