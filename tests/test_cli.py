@@ -95,7 +95,9 @@ def test_model_outside_the_contract(capsys, good_scene, tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     save(model, str(tmp_path / "classifier.onnx"))
-    _fails(capsys, ["scan", str(good_scene), "--model", str(tmp_path / "classifier.onnx"), "--out", str(tmp_path / "r.gpkg")], "no input 'input_tensor'")
+    line = _fails(capsys, ["scan", str(good_scene), "--model", str(tmp_path / "classifier.onnx"), "--out", str(tmp_path / "r.gpkg")],
+                  "is neither a detector (input_tensor uint8 [batch, H, W, 3] -> detection_boxes")
+    assert "it has inputs images float [1, 224, 224, 3] and outputs logits float [1, 224, 224, 3]" in line
 
 
 @pytest.mark.parametrize("out,message", [("missing/dir/r.gpkg", "does not exist"), ("r.shx", "unknown result format '.shx'"), ("adir.gpkg", "is a folder")])

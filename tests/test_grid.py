@@ -42,7 +42,16 @@ def test_scene_smaller_than_a_tile_gets_one_padded_tile():
     assert (tile.width, tile.height, tile.valid_width, tile.valid_height) == (640, 640, 300, 200)
 
 
-@pytest.mark.parametrize("size,overlap,message", [(640, 400, "overlap 400"), (640, -1, "overlap -1"), (8, 0, "tile size 8")])
+@pytest.mark.parametrize("size,overlap,message", [(640, 640, "overlap 640"), (640, -1, "overlap -1"), (8, 0, "tile size 8")])
 def test_bad_grid_settings_are_refused(size, overlap, message):
     with pytest.raises(TileGridError, match=message):
         TileGrid(1000, 1000, size, overlap)
+
+
+def test_a_detection_scan_refuses_overlap_past_half_a_tile(make_scene, square_model):
+    # The grid itself allows a classifier's dense windows; the detection plan keeps the stitcher's rule.
+    from minescan import Scanner
+
+    path, _ = make_scene(width=1000, height=1000, objects=2)
+    with pytest.raises(TileGridError, match=r"overlap 400 px must be between 0 and half the tile size \(320 px\)"):
+        Scanner(str(square_model)).plan(path, tile=640, overlap=400)

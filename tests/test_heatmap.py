@@ -35,7 +35,7 @@ def test_layout_windows_reach_every_edge_and_stride_must_divide_the_window():
     assert layout.stride == 64 and layout.span == 2 and layout.shape == (11, 16)
     rows, cols = layout.window_shape
     last = list(layout.windows())[-1]
-    assert last[2] + layout.window >= 1000 and last[3] + layout.window >= 700  # the last windows reach the edges
+    assert (last[0] + layout.window, last[1] + layout.window) == (1000, 700)  # the last windows end on the edges
     assert len(layout) == rows * cols
     with pytest.raises(HeatmapError, match="must divide"):
         HeatmapLayout.of(1000, 700, 128, 48)
@@ -45,10 +45,10 @@ def test_a_constant_field_blends_to_the_constant_without_seams_and_order_does_no
     layout = HeatmapLayout.of(1024, 768, 128, 32)  # span 4: every cell under up to 16 windows
     forward, backward = HeatmapAccumulator(layout, 2), HeatmapAccumulator(layout, 2)
     windows = list(layout.windows())
-    for i, j, _, _ in windows:
-        forward.add(i, j, np.array([0.3, 0.7]))
-    for i, j, _, _ in reversed(windows):
-        backward.add(i, j, np.array([0.3, 0.7]))
+    for col, row in windows:
+        forward.add(col, row, np.array([0.3, 0.7]))
+    for col, row in reversed(windows):
+        backward.add(col, row, np.array([0.3, 0.7]))
     result = forward.result()
     np.testing.assert_allclose(result[0], 0.3, atol=1e-6)
     np.testing.assert_allclose(result[1], 0.7, atol=1e-6)
@@ -58,8 +58,8 @@ def test_a_constant_field_blends_to_the_constant_without_seams_and_order_does_no
 def test_a_step_between_windows_becomes_a_ramp_weighted_towards_central_windows():
     layout = HeatmapLayout.of(512, 128, 128, 32)
     heat = HeatmapAccumulator(layout, 1)
-    for i, j, col, _ in layout.windows():
-        heat.add(i, j, np.array([1.0 if col >= 256 else 0.0]))
+    for col, row in layout.windows():
+        heat.add(col, row, np.array([1.0 if col >= 256 else 0.0]))
     row = heat.result()[0, 0]
     assert row[0] == 0.0 and row[-1] == 1.0
     assert np.all(np.diff(row) >= -1e-9) and 0.0 < row[len(row) // 2] < 1.0  # monotone, no seam, no jump
@@ -67,14 +67,17 @@ def test_a_step_between_windows_becomes_a_ramp_weighted_towards_central_windows(
 
 
 def test_nodata_windows_and_cells_are_nodata_not_zero_probability():
-    layout = HeatmapLayout.of(512, 512, 128, 64)
+    layout = HeatmapLayout.of(500, 500, 128, 64)  # the last windows are shifted inward
     heat = HeatmapAccumulator(layout, 1)
-    for i, j, col, row in layout.windows():
-        heat.add(i, j, np.array([0.9]), valid=not (col == 0 and row == 0))  # the top-left window is all nodata
-    nodata_cells = np.zeros(layout.shape, bool)
-    nodata_cells[-1, -1] = True  # a cell whose own pixels are all nodata
-    result = heat.result(nodata_cells)
-    assert np.isnan(result[0, 0, 0]) and np.isnan(result[0, -1, -1])
+    for col, row in layout.windows():
+        nodata = np.zeros((128, 128), bool)
+        if (col, row) == (0, 0):
+            nodata[:] = True  # the top-left window is all nodata
+        if col + 128 == 500 and row + 128 == 500:
+            nodata[-52:, -52:] = True  # the scene's bottom-right 52 px hold no data
+        heat.add(col, row, np.array([0.9]), nodata)
+    result = heat.result()
+    assert np.isnan(result[0, 0, 0]) and np.isnan(result[0, -1, -1])  # nodata cells stay nodata, not 0
     assert np.nanmin(result) == pytest.approx(0.9, abs=1e-6) and np.isnan(result).sum() == 2
 
 
@@ -99,3 +102,39 @@ def test_the_heatmap_is_a_georeferenced_cog_with_named_bands_overviews_and_nodat
             else:
                 assert src.nodata == UINT8_NODATA and data[0, 0] == UINT8_NODATA and data[-1, -1] == 254
     assert encode_uint8(np.array([[[0.5, np.nan, 1.2]]])).tolist() == [[[127, 255, 254]]]
+
+
+def test_a_classifier_scans_a_scene_into_a_heatmap_through_the_api_and_the_command_line(tmp_path, capsys):
+    from minescan import Scanner
+    from minescan.cli import main
+    from minescan.synthetic.scene import SceneSpec, write_scene
+    from testkit.bright_classifier import save_bright_classifier
+    from testkit.square_detector import save_square_detector
+
+    model = str(save_bright_classifier(tmp_path / "bright.onnx", size=64))
+    scene = tmp_path / "scene.tif"
+    truth = write_scene(scene, SceneSpec(width=900, height=640, objects=12, seed=4, nodata_width=60))
+    result = Scanner(model).scan(scene, stride=16)
+    heat = result.probabilities[1]  # class 2, "bright"
+    assert result.stride == 16 and heat.shape == (40, 57) and result.band_labels == ["background", "bright"]
+    for x0, y0, x1, y1 in truth.boxes:  # a bright square's centre cell sees it
+        assert heat[int((y0 + y1) / 2) // 16, int((x0 + x1) / 2) // 16] > 0
+    covered = np.zeros(heat.shape, bool)  # cells within a window's reach of any square
+    for x0, y0, x1, y1 in truth.boxes:
+        covered[max(0, int(y0) // 16 - 4) : int(y1) // 16 + 5, max(0, int(x0) // 16 - 4) : int(x1) // 16 + 5] = True
+    assert np.nanmax(heat[~covered]) == 0.0  # nowhere else anything bright
+    assert np.isnan(heat[0, 0]) and not np.isnan(heat[-1, -1])  # the swath's nodata corner stays nodata
+    np.testing.assert_allclose(np.nansum(result.probabilities, axis=0)[~np.isnan(heat)], 1.0, atol=1e-5)
+    out = tmp_path / "heat.tif"
+    assert main(["scan", str(scene), "--model", model, "--out", str(out), "--stride", "16", "--float"]) == 0
+    assert "heatmap of 57 x 40 cells of 16 px, bands background, bright" in capsys.readouterr().out
+    with rasterio.open(out) as src:
+        assert src.descriptions == ("background", "bright") and src.res == (160.0, 160.0)
+        np.testing.assert_allclose(src.read(2), heat, equal_nan=True)
+    assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h.tif"), "--stride", "24"]) == 1
+    assert "--stride 24 is out of range: must divide the classifier's window of 64 px" in capsys.readouterr().err
+    assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h.gpkg")]) == 1
+    assert "a classifier writes a heatmap: give a .tif" in capsys.readouterr().err
+    detector = str(save_square_detector(tmp_path / "squares.onnx"))
+    assert main(["scan", str(scene), "--model", detector, "--out", str(tmp_path / "d.tif")]) == 1
+    assert "a detector writes boxes" in capsys.readouterr().err

@@ -19,6 +19,9 @@ from minescan.errors import MinescanError
 
 
 
+HEATMAP_SUFFIXES = (".tif", ".tiff")  # a classifier's heatmap is a Cloud Optimized GeoTIFF
+
+
 class UsageError(MinescanError):
     """Command-line arguments that do not fit together."""
 
@@ -47,6 +50,10 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
                    help="drop a box lying at least F inside a larger box of another class, as a part of that object; "
                    "0 = off (default: the model's setting, else off)")
     d.add_argument("--labels", help="class names: a,b,c (ids 1..n), a .json {id: name} or a label_map.pbtxt (default: from the model)")
+    h = p.add_argument_group("tile classifiers (heatmaps)")
+    h.add_argument("--stride", type=int, metavar="PX", help="px between classifier windows (default half the window); "
+                   "the heatmap has one cell per stride")
+    h.add_argument("--float", action="store_true", help="write probabilities as float32 (NaN nodata) instead of uint8 x254")
     d.add_argument("--shift-threshold", type=float, metavar="S",
                    help="flag a scene as unreliable when its rendered input lies further than S (training standard "
                    f"deviations) from the model's training input (default {DEFAULTS.shift_threshold:g}; needs the model's "
@@ -104,7 +111,7 @@ def scan_options(args: argparse.Namespace):
         gain=args.gain, offset=args.offset, scale=args.scale, stretch=args.stretch, nodata=args.nodata, iou=args.iou,
         class_agnostic=args.class_agnostic, drop_parts=args.drop_parts, read_threads=args.read_threads,
         product_offset=args.boa_offset, labels=parse_labels(args.labels) if args.labels else None,
-        shift_threshold=args.shift_threshold,
+        shift_threshold=args.shift_threshold, stride=args.stride,
     )
 
 
@@ -150,9 +157,12 @@ def run_scan(args: argparse.Namespace) -> int:
     from minescan.results.formats import describe
     from minescan.results.writers import check_writable
 
-    if args.out:
+    raster_out = bool(args.out) and Path(args.out).suffix.lower() in HEATMAP_SUFFIXES
+    if args.out and not raster_out:
         check_writable(args.out)
     scanner = load_scanner(args)
+    if args.out and raster_out != (scanner.model.task == "classifier"):
+        raise UsageError(f"--out {args.out}: a {'classifier writes a heatmap: give a .tif' if not raster_out else 'detector writes boxes: give .gpkg, .geojson, .shp, .fgb or .parquet'}")
     plan = scanner.plan(args.scenes[0], output=describe(args.out) if args.out else None, count_nodata_tiles=args.dry_run,
                         **options.__dict__)
     if args.dry_run:
@@ -163,6 +173,12 @@ def run_scan(args: argparse.Namespace) -> int:
         result = scanner.scan(plan, progress=bar)
     finally:
         bar.close()
+    if scanner.model.task == "classifier":
+        result.write(args.out, as_float=args.float)
+        print(f"{result.scene}: {result.tiles} windows ({result.skipped} skipped as nodata), heatmap of "
+              f"{result.probabilities.shape[2]} x {result.probabilities.shape[1]} cells of {result.stride} px, bands "
+              f"{', '.join(result.band_labels)}, {result.seconds:.1f} s -> {args.out}")
+        return 0
     result.write(args.out)
     warning = result.warning()
     if warning:

@@ -29,7 +29,9 @@ import numpy as np
 import onnxruntime as ort
 
 from minescan.defaults import DEFAULTS, available_cores
-from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_contract
+from minescan.model.contract import (
+    INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_classifier, check_contract, model_task,
+)
 from minescan.model.detections import BatchDetections, TileDetections
 from minescan.engine.detector import check_tiles, split_batch
 from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
@@ -94,11 +96,11 @@ class OnnxRuntimeDetector:
         self.path = path
         self.providers = tuple(self._session.get_providers())
         self.backend = _BACKEND_NAMES.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
-        self.signature = check_contract(
-            str(path),
-            [_spec(a) for a in self._session.get_inputs()],
-            [_spec(a) for a in self._session.get_outputs()],
-        )
+        inputs, outputs = [_spec(a) for a in self._session.get_inputs()], [_spec(a) for a in self._session.get_outputs()]
+        # A tile classifier loads here too (told by its outputs): ``detect`` then answers probabilities per tile.
+        self.task = model_task(str(path), inputs, outputs)
+        self.signature = (check_contract(str(path), inputs, outputs) if self.task == "detector"
+                          else check_classifier(str(path), inputs, outputs))
         try:
             self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
             check_input_size(self.metadata, self.signature)
@@ -129,8 +131,23 @@ class OnnxRuntimeDetector:
             joined[name] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
         return joined
 
-    def detect(self, tiles: np.ndarray, score_threshold: float = 0.0) -> list[TileDetections]:
-        """Detections for each tile of a uint8 [B, H, W, 3] batch, split to the model's batch size."""
+    def classify(self, tiles: np.ndarray) -> np.ndarray:
+        """A classifier's class probabilities [B, C] for a uint8 [B, H, W, 3] batch."""
+        check_tiles(tiles, self.signature)
+        name = self.signature.output
+        parts = [self._session.run([name], {INPUT_NAME: chunk})[0] for chunk in split_batch(tiles, self._max_batch)]
+        probabilities = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if probabilities.shape[0] != len(tiles):
+            raise ContractError(f"{self.path}: {name} came back {list(probabilities.shape)} for a batch of {len(tiles)}")
+        return probabilities.astype(np.float32, copy=False)
+
+    def detect(self, tiles: np.ndarray, score_threshold: float = 0.0) -> list:
+        """Detections for each tile of a uint8 [B, H, W, 3] batch, split to the model's batch size.
+
+        For a classifier: each tile's class probabilities [C] (what the heatmap consumer takes).
+        """
+        if self.task == "classifier":
+            return list(self.classify(tiles))
         check_tiles(tiles, self.signature)
         height, width = tiles.shape[1:3]
         results: list[TileDetections] = []

@@ -203,10 +203,15 @@ def classifier_problems(where: str, inputs: Sequence[TensorSpec], outputs: Seque
 
 def model_task(where: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
     """``"detector"`` or ``"classifier"``, told by the outputs; :class:`ContractError` naming what was found otherwise."""
-    if not contract_problems(where, inputs, outputs):
+    detector_problems = contract_problems(where, inputs, outputs)
+    if not detector_problems:
         return "detector"
     if not classifier_problems(where, inputs, outputs):
         return "classifier"
+    if len(outputs) > 1 or any(t.name in OUTPUT_NAMES for t in outputs):  # meant as a detector: say what is wrong with it
+        raise ContractError("; ".join(detector_problems))
+    if len(outputs) == 1 and (outputs[0].shape is None or len(outputs[0].shape) == 2):  # meant as a classifier
+        raise ContractError("; ".join(classifier_problems(where, inputs, outputs)))
     found_in = ", ".join(f"{t.name} {t.dtype} {_show(t.shape)}" for t in inputs) or "none"
     found_out = ", ".join(f"{t.name} {t.dtype} {_show(t.shape)}" for t in outputs) or "none"
     raise ContractError(

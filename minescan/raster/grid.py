@@ -72,10 +72,8 @@ class TileGrid:
             raise TileGridError(f"scene is empty: {self.width} x {self.height} px")
         if self.size < 16:
             raise TileGridError(f"tile size {self.size} px is too small (at least 16)")
-        if not 0 <= self.overlap < self.size // 2 + 1:
-            raise TileGridError(
-                f"overlap {self.overlap} px must be between 0 and half the tile size ({self.size // 2} px)"
-            )
+        if not 0 <= self.overlap < self.size:
+            raise TileGridError(f"overlap {self.overlap} px must be between 0 and the tile size ({self.size} px) less 1")
 
     @property
     def col_starts(self) -> list[int]:

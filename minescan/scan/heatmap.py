@@ -3,14 +3,14 @@
 The concept first (as rasterio's ``windows.py`` puts it): a classifier answers
 one probability per class for a *window* of ``window`` x ``window`` px; the map
 it makes has one *cell* per ``stride`` x ``stride`` px of the scene
-(``stride`` divides ``window``, default half of it).  Window ``(i, j)`` starts
-at pixel ``(j * stride, i * stride)`` and covers ``window // stride`` cells a
-side; windows are laid until they reach the scene's right and bottom edges
-(the last ones may reach past them: the reader pads with nodata, as for tiles).
+(``stride`` divides ``window``, default half of it).  Windows are the scan's
+tiles (:mod:`minescan.raster.grid`, overlap ``window - stride``): every
+``stride`` px, the last of a row or column shifted inward to end on the scene
+edge.  A window contributes to the cells whose centres lie inside it.
 
 Blending: a cell's value is the weighted mean of the windows covering it,
 each window spreading its probability with a separable tent that is highest
-at its centre and positive at its edge (:func:`window_weights`), so a cell
+at its centre and positive at its edge (:func:`tent`), so a cell
 near a window border leans on the window that sees it centrally and neighbouring
 windows meet without seams.  Invariants: a cell covered only by windows that
 were entirely nodata, or whose own pixels are all nodata, is nodata (NaN),
@@ -65,26 +65,35 @@ class HeatmapLayout:
 
     @property
     def window_shape(self) -> tuple[int, int]:
-        """(rows, cols) of windows: enough to reach the scene's bottom and right edges."""
-        return tuple(max(1, math.ceil((size - self.window) / self.stride) + 1) for size in (self.height, self.width))  # type: ignore[return-value]
+        """(rows, cols) of windows: the scan's tile grid with overlap ``window - stride``."""
+        return len(self._starts(self.height)), len(self._starts(self.width))
+
+    def _starts(self, extent: int) -> list[int]:
+        from minescan.raster.grid import axis_starts
+
+        return axis_starts(extent, self.window, self.window - self.stride)
 
     def __len__(self) -> int:
         rows, cols = self.window_shape
         return rows * cols
 
-    def windows(self) -> Iterator[tuple[int, int, int, int]]:
-        """(i, j, col_off, row_off) of every window, row by row."""
-        rows, cols = self.window_shape
-        for i in range(rows):
-            for j in range(cols):
-                yield i, j, j * self.stride, i * self.stride
+    def windows(self) -> Iterator[tuple[int, int]]:
+        """(col_off, row_off) of every window, row by row."""
+        for row in self._starts(self.height):
+            for col in self._starts(self.width):
+                yield col, row
+
+
+def tent(offsets: np.ndarray, half: float) -> np.ndarray:
+    """Weights of cells ``offsets`` px from a window's centre: ``1 - |offset| / half`` (positive inside the window)."""
+    return 1.0 - np.abs(offsets) / half
 
 
 def window_weights(span: int) -> np.ndarray:
-    """[span, span] weights of a window's cells: a separable tent, 1 at the centre, 1 / (span + 1) at the edge cells' centres."""
+    """[span, span] weights of an aligned window's cells (the separable :func:`tent` in cell units)."""
     centre = (span - 1) / 2
-    tent = 1.0 - np.abs(np.arange(span) - centre) / (centre + 1)
-    return np.outer(tent, tent)
+    line = tent(np.arange(span) - centre, centre + 1)
+    return np.outer(line, line)
 
 
 class HeatmapAccumulator:
@@ -95,26 +104,42 @@ class HeatmapAccumulator:
         rows, cols = layout.shape
         self._sums = np.zeros((classes, rows, cols), np.float64)
         self._weights = np.zeros((rows, cols), np.float64)
-        self._kernel = window_weights(layout.span)
 
-    def add(self, i: int, j: int, probabilities: np.ndarray, valid: np.ndarray | bool = True) -> None:
-        """Window ``(i, j)``'s class ``probabilities`` [C]; ``valid`` [span, span] (or one bool): which of its cells hold data."""
+    def _axis(self, offset: int, cells: int, extent: int) -> tuple[int, int, np.ndarray]:
+        """The cells (first, stop) whose centres lie in a window at ``offset`` along an axis, and their tent weights.
+
+        A cell's centre is that of its part inside the scene (the last cell of a row may be cut by the edge).
+        """
+        stride, window = self.layout.stride, self.layout.window
+        candidates = np.arange(max(0, offset // stride - 1), min(cells, (offset + window) // stride + 2))
+        centres = (candidates * stride + np.minimum((candidates + 1) * stride, extent)) / 2
+        inside = candidates[(centres >= offset) & (centres < offset + window)]
+        if not len(inside):
+            return 0, 0, np.zeros(0)
+        centres = (inside * stride + np.minimum((inside + 1) * stride, extent)) / 2
+        return int(inside[0]), int(inside[-1]) + 1, tent(centres - (offset + window / 2), window / 2 + stride / 2)
+
+    def add(self, col_off: int, row_off: int, probabilities: np.ndarray, nodata: np.ndarray | None = None) -> None:
+        """A window's class ``probabilities`` [C]; ``nodata`` [window, window] (True = nodata) leaves its cells without data out."""
         rows, cols = self.layout.shape
-        span = self.layout.span
-        r0, c0 = i, j  # window (i, j) starts at pixel (j, i) * stride: the corner of cell (i, j)
-        r1, c1 = min(r0 + span, rows), min(c0 + span, cols)
+        r0, r1, wy = self._axis(row_off, rows, self.layout.height)
+        c0, c1, wx = self._axis(col_off, cols, self.layout.width)
         if r1 <= r0 or c1 <= c0:
             return
-        weights = self._kernel[: r1 - r0, : c1 - c0]
-        if not isinstance(valid, bool):
-            weights = weights * np.asarray(valid, bool)[: r1 - r0, : c1 - c0]
-        elif not valid:
-            return
+        weights = np.outer(wy, wx)
+        if nodata is not None:
+            stride = self.layout.stride
+            for a, r in enumerate(range(r0, r1)):  # a cell counts if any of its pixels in the window holds data
+                y0, y1 = max(0, r * stride - row_off), max(0, (r + 1) * stride - row_off)
+                for b, c in enumerate(range(c0, c1)):
+                    x0, x1 = max(0, c * stride - col_off), max(0, (c + 1) * stride - col_off)
+                    if nodata[y0:y1, x0:x1].all():
+                        weights[a, b] = 0.0
         self._weights[r0:r1, c0:c1] += weights
         self._sums[:, r0:r1, c0:c1] += np.asarray(probabilities, np.float64)[:, None, None] * weights
 
     def result(self, nodata_cells: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities float32 [C, rows, cols]; NaN where no valid window reached a cell or ``nodata_cells`` says so."""
+        """Probabilities float32 [C, rows, cols]; NaN where no window with data reached a cell (or ``nodata_cells`` says so)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             blended = self._sums / self._weights
         empty = self._weights <= 0
@@ -122,3 +147,31 @@ class HeatmapAccumulator:
             empty = empty | nodata_cells
         blended[:, empty] = np.nan
         return blended.astype(np.float32)
+
+
+class HeatmapConsumer:
+    """The stream's consumer for a classifier: each tile's probabilities into a :class:`HeatmapAccumulator`.
+
+    Takes each tile's nodata mask first (``add_nodata``, called by the stream),
+    so cells without data stay nodata.
+    """
+
+    def __init__(self, layout: HeatmapLayout, classes: int) -> None:
+        self.layout = layout
+        self._heat = HeatmapAccumulator(layout, classes)
+        self._nodata: np.ndarray | None = None
+
+    def add_nodata(self, tile: object, nodata: np.ndarray) -> None:
+        self._nodata = nodata
+
+    def add(self, tile: object, probabilities: np.ndarray) -> None:
+        window = self.layout.window
+        nodata = None if self._nodata is None else self._nodata[:window, :window]
+        self._heat.add(tile.col_off, tile.row_off, probabilities, nodata)  # type: ignore[attr-defined]
+        self._nodata = None
+
+    def row_done(self, row: object) -> None:
+        pass
+
+    def finish(self) -> np.ndarray:
+        return self._heat.result()

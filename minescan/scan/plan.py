@@ -109,6 +109,7 @@ class ScanOptions:
     product_offset: bool = True  # apply the offset a product declares (Sentinel-2 baseline >= 04.00)
     labels: Mapping[int, str] | None = None
     shift_threshold: float | None = None
+    stride: int | None = None  # classifiers: px between windows (default half the window)
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -131,6 +132,7 @@ class ScanOptions:
         _check("iou", self.iou, _finite(self.iou) and 0 < self.iou <= 1, "must be in (0, 1]")
         _check("drop_parts", self.drop_parts, _finite(self.drop_parts) and 0 <= self.drop_parts <= 1,
                "must be in [0, 1] (0 = off)")
+        _check("stride", self.stride, isinstance(self.stride, int) and self.stride >= 1, "must be at least 1 px")
         _check("shift_threshold", self.shift_threshold, _finite(self.shift_threshold) and self.shift_threshold > 0,
                "must be positive")
         _check("read_threads", self.read_threads, isinstance(self.read_threads, int) and self.read_threads >= 1,
@@ -155,6 +157,7 @@ class ModelFacts:
     workers: int
     fixed_size: int | None
     metadata: Any  # ModelMetadata
+    task: str = "detector"  # or "classifier" (minescan.model.contract.model_task)
 
     @classmethod
     def of(cls, detector: Any, name: str) -> "ModelFacts":
@@ -162,7 +165,7 @@ class ModelFacts:
         if (sig.height or sig.width) and sig.height != sig.width:
             raise TileGridError(f"{name}: model input is {sig.height}x{sig.width} px; minescan tiles are square")
         return cls(name, detector.backend, detector.notice, getattr(detector, "threads", None), detector.concurrency,
-                   sig.height or None, detector.metadata)
+                   sig.height or None, detector.metadata, getattr(detector, "task", "detector"))
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,15 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             tile, origins["tile"] = model.fixed_size, MODEL
         else:
             tile, origins["tile"] = _pick((OPTION, options.tile), (DEFAULT, DEFAULTS.tile))
-        overlap, origins["overlap"] = _pick((OPTION, options.overlap), (DEFAULT, DEFAULTS.overlap))
+        if model.task == "classifier":  # windows every stride px: the overlap is what the stride leaves
+            stride, stride_from = _pick((OPTION, options.stride), (f"{DEFAULT}: half the window", tile // 2 or 1))
+            if tile % stride:
+                raise OptionError("stride", stride, f"must divide the classifier's window of {tile} px")
+            overlap, origins["overlap"] = tile - stride, f"window - stride [{stride_from}]"
+        else:
+            overlap, origins["overlap"] = _pick((OPTION, options.overlap), (DEFAULT, DEFAULTS.overlap))
+            if overlap > tile // 2:  # the stitcher's rule: a neighbour reaches at most half a tile past an edge
+                raise TileGridError(f"overlap {overlap} px must be between 0 and half the tile size ({tile // 2} px)")
         grid = TileGrid(scene.width, scene.height, tile, overlap)
         shift = None
         if meta.input_statistics is not None:

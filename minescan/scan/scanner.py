@@ -144,6 +144,48 @@ class ScanResult:
                                       crs=self.crs.to_wkt())
 
 
+@dataclass(frozen=True)
+class HeatmapResult:
+    """A tile classifier's scan: class probabilities per cell of ``stride`` scene px (NaN = nodata).
+
+    ``probabilities`` [C, rows, cols]; cell (r, c) covers scene pixels from
+    ``(c, r) * stride``; ``labels`` name the classes (1-based ids, band order).
+    """
+
+    scene: str
+    probabilities: np.ndarray
+    stride: int
+    labels: Mapping[int, str]
+    crs: Any
+    transform: Any
+    tiles: int
+    skipped: int
+    seconds: float
+    plan: ScanPlan
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def band_labels(self) -> list[str]:
+        return [self.labels.get(i + 1, str(i + 1)) for i in range(self.probabilities.shape[0])]
+
+    @property
+    def cell_transform(self) -> Any:
+        """The affine transform of the cell grid (the scene's, scaled by the stride)."""
+        from affine import Affine
+
+        return None if self.transform is None else self.transform * Affine.scale(self.stride)
+
+    def write(self, path: str | os.PathLike[str], *, as_float: bool = False) -> Path:
+        """A Cloud Optimized GeoTIFF, one band per class (:mod:`minescan.results.heatmap`), written atomically."""
+        from minescan.results.heatmap import write_heatmap
+
+        return write_heatmap(path, self.probabilities, transform=self.transform, crs=self.crs, stride=self.stride,
+                             labels=self.band_labels, as_float=as_float)
+
+
 class Scanner:
     """A model loaded and checked once, ready to scan scenes (see the module docstring).
 
@@ -238,6 +280,17 @@ class Scanner:
             if progress is not None and count:
                 progress(done, plan.tiles)
 
+        if plan.model.task == "classifier":
+            from minescan.scan.heatmap import HeatmapConsumer, HeatmapLayout
+
+            layout = HeatmapLayout(plan.width, plan.height, plan.tile, plan.tile - plan.overlap)
+            classes = self.detector.signature.classes or len(plan.labels) or 1
+            stats = run_stream(plan, self.detector, HeatmapConsumer(layout, classes), clock=clock, tick=tick, cancel=cancel)
+            return HeatmapResult(
+                scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
+                probabilities=stats.result, stride=layout.stride, labels=plan.labels, crs=plan.crs, transform=plan.transform,
+                tiles=stats.tiles, skipped=stats.skipped, seconds=stats.seconds, plan=plan,
+            )
         stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel)
         return ScanResult(
             scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,

@@ -78,6 +78,7 @@ class Batch:
     tiles: list[Tile]
     rgb: np.ndarray | None  # [len(tiles), size, size, 3]
     rows_done: list[RowEnd]
+    nodata: list[np.ndarray] | None = None  # each tile's nodata mask, for consumers that take it (add_nodata)
 
 
 def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[Batch]:
@@ -95,10 +96,11 @@ def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[
             continue
         tiles.append(item)
         if len(tiles) == size:
-            yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]), rows)
+            yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]), rows, [t.nodata for t in tiles])
             tiles, rows = [], []
     if tiles or rows:
-        yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]) if tiles else None, rows)
+        yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]) if tiles else None, rows,
+                    [t.nodata for t in tiles])
 
 
 def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
@@ -137,7 +139,10 @@ def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: St
         if cancel is not None and cancel.is_set():
             raise ScanCancelled("scan cancelled")
         with clock.time("stitch", len(batch.tiles)):
-            for tile, detections in zip(batch.tiles, found):
+            masks = batch.nodata if hasattr(consumer, "add_nodata") and batch.nodata else None
+            for index, (tile, detections) in enumerate(zip(batch.tiles, found)):
+                if masks is not None:
+                    consumer.add_nodata(tile, masks[index])  # type: ignore[attr-defined]
                 consumer.add(tile, detections)
                 seen[tile.row] += 1
             for row in batch.rows_done:

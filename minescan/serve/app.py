@@ -81,6 +81,8 @@ class Service:
         self.ready = False
         for name, path in settings.models.items():
             scanner = Scanner(path, **settings.options)
+            if getattr(scanner.detector, "task", "detector") != "detector":
+                raise ServeError(f"model {name!r} ({path}) is a tile classifier; minescan serve serves detectors")
             if not hasattr(scanner.detector, "run_contract"):
                 raise ServeError(f"model {name!r} ({path}): the {scanner.backend} backend cannot answer infer requests; serve an .onnx model")
             self.scanners[name] = scanner
