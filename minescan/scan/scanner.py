@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -50,16 +50,10 @@ class ApiError(MinescanError):
 
 
 @dataclass(frozen=True)
-class ScanResult:
-    """The objects found in one scene, each once, and what it took.
-
-    ``detections`` are in scene pixels (pixel-corner ``x0, y0, x1, y1``), best
-    score first; ``labels`` maps their class ids to names; ``crs`` and
-    ``transform`` place them on the map.
-    """
+class SceneOutcome:
+    """What every scan of a scene returns besides its result: the scene's name, labels, placement, counts and plan."""
 
     scene: str
-    detections: SceneDetections
     labels: Mapping[int, str]
     crs: Any
     transform: Any
@@ -71,6 +65,18 @@ class ScanResult:
     @property
     def tiles_per_second(self) -> float:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ScanResult(SceneOutcome):
+    """The objects found in one scene, each once, and what it took.
+
+    ``detections`` are in scene pixels (pixel-corner ``x0, y0, x1, y1``), best
+    score first; ``labels`` maps their class ids to names; ``crs`` and
+    ``transform`` place them on the map.
+    """
+
+    detections: SceneDetections = field(default_factory=SceneDetections.empty)
 
     @property
     def input_shift(self) -> float | None:
@@ -145,27 +151,15 @@ class ScanResult:
 
 
 @dataclass(frozen=True)
-class HeatmapResult:
+class HeatmapResult(SceneOutcome):
     """A tile classifier's scan: class probabilities per cell of ``stride`` scene px (NaN = nodata).
 
     ``probabilities`` [C, rows, cols]; cell (r, c) covers scene pixels from
     ``(c, r) * stride``; ``labels`` name the classes (1-based ids, band order).
     """
 
-    scene: str
-    probabilities: np.ndarray
-    stride: int
-    labels: Mapping[int, str]
-    crs: Any
-    transform: Any
-    tiles: int
-    skipped: int
-    seconds: float
-    plan: ScanPlan
-
-    @property
-    def tiles_per_second(self) -> float:
-        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    stride: int = 1
 
     @property
     def band_labels(self) -> list[str]:
