@@ -138,3 +138,37 @@ def test_a_classifier_scans_a_scene_into_a_heatmap_through_the_api_and_the_comma
     detector = str(save_square_detector(tmp_path / "squares.onnx"))
     assert main(["scan", str(scene), "--model", detector, "--out", str(tmp_path / "d.tif")]) == 1
     assert "a detector writes boxes" in capsys.readouterr().err
+
+
+def test_regions_are_the_connected_areas_above_the_threshold_with_their_statistics(tmp_path, capsys):
+    import json
+
+    import shapely
+
+    from minescan import Scanner
+    from minescan.cli import main
+    from minescan.synthetic.scene import SceneSpec, write_scene
+    from testkit.bright_classifier import save_bright_classifier
+
+    model = str(save_bright_classifier(tmp_path / "bright.onnx", size=64))
+    scene = tmp_path / "scene.tif"
+    truth = write_scene(scene, SceneSpec(width=900, height=640, objects=12, seed=4))
+    result = Scanner(model).scan(scene, stride=16)
+    regions = result.regions(0.02, classes=[2])  # the smallest square (8 px) fills 1.6 % of a 64 px window: p 0.06
+    assert len(regions) >= 1 and set(regions.fields["class_label"]) == {"bright"}
+    assert np.all(regions.fields["max_probability"] >= 0.02) and np.all(regions.fields["mean_probability"] <= regions.fields["max_probability"])
+    # the cell count times the cell area is the polygon's area (160 m cells), and every bright square lies in a region
+    np.testing.assert_allclose(regions.fields["area"], regions.fields["cells"] * 160.0 * 160.0)
+    t = result.transform
+    centres = shapely.points([(t.c + (x0 + x1) / 2 * t.a, t.f + (y0 + y1) / 2 * t.e) for x0, y0, x1, y1 in truth.boxes])
+    union = shapely.union_all(regions.polygons)
+    assert shapely.contains(union, centres).all()
+    out = tmp_path / "regions.geojson"
+    assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h.tif"), "--stride", "16",
+                 "--regions", str(out), "--threshold", "0.3"]) == 0
+    assert "regions at probability >= 0.3" in capsys.readouterr().out
+    collection = json.loads(out.read_text())
+    assert {f["properties"]["class_label"] for f in collection["features"]} == {"background", "bright"}
+    assert collection["minescan"]["threshold"] == 0.3
+    assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h2.tif"), "--regions", str(out),
+                 "--threshold", "1.5"]) == 1

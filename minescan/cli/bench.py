@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--json", help="also write the figures as JSON here")
     bench.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
     bench.set_defaults(handler=run_bench, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
-                       boa_offset=True, labels=None, shift_threshold=None, stride=None, float=False)
+                       boa_offset=True, labels=None, shift_threshold=None, stride=None, float=False,
+                       regions=None, threshold=0.5)
 
 
 def run_bench(args: argparse.Namespace) -> int:

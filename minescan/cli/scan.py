@@ -53,6 +53,9 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("tile classifiers (heatmaps)")
     h.add_argument("--stride", type=int, metavar="PX", help="px between classifier windows (default half the window); "
                    "the heatmap has one cell per stride")
+    h.add_argument("--regions", metavar="FILE", help="also write the connected areas at or above --threshold as polygons "
+                   "(.gpkg, .geojson, ...) with area, cells, max and mean probability")
+    h.add_argument("--threshold", type=float, default=0.5, help="probability of a region (default 0.5)")
     h.add_argument("--float", action="store_true", help="write probabilities as float32 (NaN nodata) instead of uint8 x254")
     d.add_argument("--shift-threshold", type=float, metavar="S",
                    help="flag a scene as unreliable when its rendered input lies further than S (training standard "
@@ -160,6 +163,10 @@ def run_scan(args: argparse.Namespace) -> int:
     raster_out = bool(args.out) and Path(args.out).suffix.lower() in HEATMAP_SUFFIXES
     if args.out and not raster_out:
         check_writable(args.out)
+    if args.regions:
+        check_writable(args.regions)
+        if not 0 <= args.threshold <= 1:
+            raise UsageError(f"--threshold {args.threshold:g} is out of range: must be in [0, 1]")
     scanner = load_scanner(args)
     if args.out and raster_out != (scanner.model.task == "classifier"):
         raise UsageError(f"--out {args.out}: a {'classifier writes a heatmap: give a .tif' if not raster_out else 'detector writes boxes: give .gpkg, .geojson, .shp, .fgb or .parquet'}")
@@ -175,6 +182,9 @@ def run_scan(args: argparse.Namespace) -> int:
         bar.close()
     if scanner.model.task == "classifier":
         result.write(args.out, as_float=args.float)
+        if args.regions:
+            regions = result.write_regions(args.regions, args.threshold)
+            print(f"regions at probability >= {args.threshold:g} -> {regions}")
         print(f"{result.scene}: {result.tiles} windows ({result.skipped} skipped as nodata), heatmap of "
               f"{result.probabilities.shape[2]} x {result.probabilities.shape[1]} cells of {result.stride} px, bands "
               f"{', '.join(result.band_labels)}, {result.seconds:.1f} s -> {args.out}")

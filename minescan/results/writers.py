@@ -236,14 +236,6 @@ def write_detections(
     On any failure ``path`` (and a shapefile's sidecars) keeps its old content
     and no temporary file is left; the error is one line naming ``path``.
     """
-    path = Path(path)
-    writer = result_writer(path)
-    if writer.check is not None:
-        writer.check()
-    polygons = box_polygons(detections.boxes, transform)
-    out_crs = CRS.from_user_input(crs)
-    if writer.wgs84:
-        polygons, out_crs = to_wgs84(polygons, out_crs), CRS.from_epsg(4326)
     boxes = detections.boxes.reshape(-1, 4)
     values = [
         detections.classes.astype(np.int32),
@@ -252,7 +244,25 @@ def write_detections(
         np.array([scene] * len(detections), dtype=object),
         *(boxes[:, i].astype(np.float64) for i in range(4)),
     ]
-    features = Features(polygons, out_crs, dict(zip(FIELDS, values)), Path(scene).stem or "detections", metadata)
+    return write_features(path, box_polygons(detections.boxes, transform), crs, dict(zip(FIELDS, values)),
+                          layer=Path(scene).stem or "detections", metadata=metadata)
+
+
+def write_features(path: str | os.PathLike[str], polygons: np.ndarray, crs: CRS | str, fields: Mapping[str, np.ndarray], *,
+                   layer: str, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``polygons`` (shapely, in ``crs``) with ``fields`` to ``path`` in the format its extension names, atomically.
+
+    What every result layer goes through (detections, heatmap regions): the format table, WGS84 for GeoJSON,
+    the atomic writer; on failure ``path`` keeps its old content and the error is one line naming it.
+    """
+    path = Path(path)
+    writer = result_writer(path)
+    if writer.check is not None:
+        writer.check()
+    out_crs = CRS.from_user_input(crs)
+    if writer.wgs84:
+        polygons, out_crs = to_wgs84(polygons, out_crs), CRS.from_epsg(4326)
+    features = Features(polygons, out_crs, dict(fields), layer, metadata)
     try:
         with atomic_path(path, sidecars=writer.sidecars) as temporary:
             writer.write(temporary, features)

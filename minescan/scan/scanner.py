@@ -29,7 +29,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -171,6 +171,21 @@ class HeatmapResult(SceneOutcome):
         from affine import Affine
 
         return None if self.transform is None else self.transform * Affine.scale(self.stride)
+
+    def regions(self, threshold: float, classes: Sequence[int] | None = None) -> Any:
+        """Connected areas at or above ``threshold`` per class, as polygons (:mod:`minescan.results.regions`)."""
+        from minescan.results.regions import heatmap_regions
+
+        if not 0 <= threshold <= 1:
+            raise ApiError(f"threshold {threshold!r} is out of range: must be in [0, 1]")
+        return heatmap_regions(self.probabilities, self.cell_transform, self.band_labels, threshold, classes)
+
+    def write_regions(self, path: str | os.PathLike[str], threshold: float) -> Path:
+        """The regions at or above ``threshold`` written to ``path`` (GeoPackage, GeoJSON... by extension)."""
+        from minescan.results.regions import write_regions
+
+        return write_regions(path, self.regions(threshold), self.crs, layer=Path(self.scene).stem or "regions",
+                             metadata={"scene": self.scene, "threshold": threshold, "stride": self.stride})
 
     def write(self, path: str | os.PathLike[str], *, as_float: bool = False) -> Path:
         """A Cloud Optimized GeoTIFF, one band per class (:mod:`minescan.results.heatmap`), written atomically."""
