@@ -182,12 +182,12 @@ def run_scan(args: argparse.Namespace) -> int:
         bar.close()
     if scanner.model.task == "classifier":
         result.write(args.out, as_float=args.float)
-        if args.regions:
-            regions = result.write_regions(args.regions, args.threshold)
-            print(f"regions at probability >= {args.threshold:g} -> {regions}")
         print(f"{result.scene}: {result.tiles} windows ({result.skipped} skipped as nodata), heatmap of "
               f"{result.probabilities.shape[2]} x {result.probabilities.shape[1]} cells of {result.stride} px, bands "
               f"{', '.join(result.band_labels)}, {result.seconds:.1f} s -> {args.out}")
+        if args.regions:
+            regions = result.write_regions(args.regions, args.threshold)
+            print(f"regions at probability >= {args.threshold:g} -> {regions}")
         return 0
     result.write(args.out)
     warning = result.warning()
