@@ -172,3 +172,24 @@ def test_regions_are_the_connected_areas_above_the_threshold_with_their_statisti
     assert collection["minescan"]["threshold"] == 0.3
     assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h2.tif"), "--regions", str(out),
                  "--threshold", "1.5"]) == 1
+
+
+def test_a_run_of_a_classifier_writes_one_heatmap_per_scene_and_resumes(tmp_path, capsys):
+    import json
+
+    from minescan.cli import main
+    from minescan.synthetic.scene import SceneSpec, write_scene
+    from testkit.bright_classifier import save_bright_classifier
+
+    model = str(save_bright_classifier(tmp_path / "bright.onnx", size=64))
+    scenes = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    for seed, scene in enumerate(scenes):
+        write_scene(scene, SceneSpec(width=600, height=500, objects=5, seed=seed))
+    argv = ["scan", *map(str, scenes), "--model", model, "--out-dir", str(tmp_path / "run"), "--stride", "32"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert summary["totals"]["done"] == 2 and summary["totals"]["failed"] == 0
+    for name in ("a", "b"):
+        with rasterio.open(tmp_path / "run" / f"{name}.tif") as src:
+            assert src.descriptions == ("background", "bright") and src.res == (320.0, 320.0)
+    assert main(argv) == 0 and capsys.readouterr().out.count("done in an earlier run") == 2

@@ -106,17 +106,20 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
 
     result = dataclasses.replace(ctx.scanner.scan(plan, progress=progress), scene=source.product_id)
     quicklook = ctx.out_dir / f"{source.product_id}.png"
-    size = ctx.settings.quicklook_size
+    heatmap = plan.model.task == "classifier"
+    size = 0 if heatmap else ctx.settings.quicklook_size  # heatmap quicklooks: not yet (issue 15)
     if size:
         write_quicklook(quicklook, source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata, max_size=size)
     else:
         quicklook.unlink(missing_ok=True)  # an earlier run's quicklook would show other detections
-    path = result.write(ctx.out_dir / f"{source.product_id}.{ctx.settings.result_format}")
+    suffix = "tif" if heatmap else ctx.settings.result_format  # a classifier's result is its heatmap (a COG)
+    path = result.write(ctx.out_dir / f"{source.product_id}.{suffix}")
     warning = result.warning()
     if warning:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
-    return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped,
-                   _classes(result.detections, result.labels), result.seconds, result.input_shift, plan.shift_threshold)
+    classes = {} if heatmap else _classes(result.detections, result.labels)
+    return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped, classes, result.seconds,
+                   result.input_shift, plan.shift_threshold)
 
 
 def _failure(ctx: RunContext, exc: Exception) -> str:

@@ -66,6 +66,22 @@ class SceneOutcome:
     def tiles_per_second(self) -> float:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def input_shift(self) -> float | None:
+        """How far the scene's rendered input lies from the model's training input (None: the model records none)."""
+        return self.plan.input_shift
+
+    @property
+    def reliable(self) -> bool:
+        """False when the domain-shift guard flags the scene: its result is not to be trusted."""
+        return not self.plan.shifted
+
+    def _flagged(self, what: str) -> str | None:
+        if self.reliable:
+            return None
+        return (f"{self.scene}: input shift {self.input_shift:.2f} > threshold {self.plan.shift_threshold:g}: the scene's "
+                f"rendered input is unlike the model's training input, so its {what} UNRELIABLE (not a clean result)")
+
 
 @dataclass(frozen=True)
 class ScanResult(SceneOutcome):
@@ -78,23 +94,9 @@ class ScanResult(SceneOutcome):
 
     detections: SceneDetections = field(default_factory=SceneDetections.empty)
 
-    @property
-    def input_shift(self) -> float | None:
-        """How far the scene's rendered input lies from the model's training input (None: the model records none)."""
-        return self.plan.input_shift
-
-    @property
-    def reliable(self) -> bool:
-        """False when the domain-shift guard flags the scene: its detections (or their absence) are not to be trusted."""
-        return not self.plan.shifted
-
     def warning(self) -> str | None:
         """One line for a flagged scene (None when it is not flagged)."""
-        if self.reliable:
-            return None
-        return (f"{self.scene}: input shift {self.input_shift:.2f} > threshold {self.plan.shift_threshold:g}: the scene's "
-                f"rendered input is unlike the model's training input, so its {len(self.detections)} detection(s) "
-                f"are UNRELIABLE (not a clean result)")
+        return self._flagged(f"{len(self.detections)} detection(s) are")
 
     def metadata(self) -> dict[str, Any]:
         """What the result file records about the scan besides the features (the guard's verdict)."""
@@ -160,6 +162,10 @@ class HeatmapResult(SceneOutcome):
 
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
     stride: int = 1
+
+    def warning(self) -> str | None:
+        """One line for a flagged scene (None when it is not flagged)."""
+        return self._flagged("heatmap is")
 
     @property
     def band_labels(self) -> list[str]:
