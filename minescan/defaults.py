@@ -58,6 +58,10 @@ class Defaults:
     backend: str = "auto"
     # Scoring against truth (minescan evaluate, the demo): PASCAL/COCO's match IoU.
     match_iou: float = 0.5
+    # Tile-classifier truth (minescan.results.window_truth): a window shows mining when it holds at least this
+    # share of a site, or a site covers at least this share of it; a window a site only grazes is ambiguous.
+    window_object_share: float = 0.5
+    window_cover: float = 0.25
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB
