@@ -168,7 +168,8 @@ def test_regions_are_the_connected_areas_above_the_threshold_with_their_statisti
                  "--regions", str(out), "--threshold", "0.3"]) == 0
     assert "regions at probability >= 0.3" in capsys.readouterr().out
     collection = json.loads(out.read_text())
-    assert {f["properties"]["class_label"] for f in collection["features"]} == {"background", "bright"}
+    # the background class (class 1 of a softmax model) is not a finding: only "bright" areas become regions
+    assert {f["properties"]["class_label"] for f in collection["features"]} == {"bright"}
     assert collection["minescan"]["threshold"] == 0.3
     assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h2.tif"), "--regions", str(out),
                  "--threshold", "1.5"]) == 1
@@ -192,4 +193,67 @@ def test_a_run_of_a_classifier_writes_one_heatmap_per_scene_and_resumes(tmp_path
     for name in ("a", "b"):
         with rasterio.open(tmp_path / "run" / f"{name}.tif") as src:
             assert src.descriptions == ("background", "bright") and src.res == (320.0, 320.0)
+        assert (tmp_path / "run" / f"{name}.png").stat().st_size > 0  # the heatmap's quicklook beside it
     assert main(argv) == 0 and capsys.readouterr().out.count("done in an earlier run") == 2
+
+
+def test_the_heatmap_reaches_the_api_as_arrays_xarray_a_quicklook_and_tagged_cog(tmp_path, capsys):
+    from minescan import Scanner
+    from minescan.cli import main
+    from minescan.results.heatmap import read_heatmap
+    from minescan.synthetic.scene import SceneSpec, write_scene
+    from testkit.bright_classifier import save_bright_classifier
+
+    model = str(save_bright_classifier(tmp_path / "bright.onnx", size=64))
+    scene = tmp_path / "scene.tif"
+    truth = write_scene(scene, SceneSpec(width=900, height=640, objects=12, seed=4, nodata_width=60))
+    result = Scanner(model).scan(scene, stride=16)
+    # the foreground class by default ("bright", class 2 of a softmax model), any class by its label
+    assert result.class_id() == 2 and result.window == 64
+    np.testing.assert_array_equal(result.probability(), result.probabilities[1])
+    with pytest.raises(Exception, match="'mining' is not in the heatmap; its classes are background, bright"):
+        result.probability("mining")
+    # xarray: values as they are, cell-centre coordinates on the map
+    da = result.to_xarray()
+    assert da.dims == ("band", "y", "x") and list(da.band.values) == ["background", "bright"]
+    t = result.transform
+    x0, y0, x1, y1 = truth.boxes[0]
+    cx, cy = t.c + (x0 + x1) / 2 * t.a, t.f + (y0 + y1) / 2 * t.e
+    picked = float(da.sel(band="bright").sel(x=cx, y=cy, method="nearest"))
+    assert picked == pytest.approx(float(result.probabilities[1][int((y0 + y1) / 2) // 16, int((x0 + x1) / 2) // 16]))
+    assert da.attrs["stride"] == 16 and "UTM" in da.attrs["crs"] or "32" in da.attrs["crs"]
+    # the COG carries the scan's facts
+    out = tmp_path / "heat.tif"
+    result.write(out)
+    back = read_heatmap(out)
+    assert back.labels == ("background", "bright") and back.tags["window"] == 64 and back.tags["stride"] == 16
+    assert back.tags["model"] == "bright.onnx" and back.tags["reliable"] is True
+    np.testing.assert_allclose(back.probabilities, result.probabilities, atol=0.5 / 254 + 1e-6, equal_nan=True)
+    # the quicklook: red-ish over a bright square, grey (equal channels) where nothing was found, the scene's size
+    png = result.write_quicklook(tmp_path / "heat.png", max_size=450)
+    with rasterio.open(png) as src:  # GDAL reads PNG
+        image = np.moveaxis(src.read(), 0, -1)
+    assert image.shape == (320, 450, 3)
+    scale = 450 / 900
+    strongest = max(truth.boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    r, g, b = image[int((strongest[1] + strongest[3]) / 2 * scale), int((strongest[0] + strongest[2]) / 2 * scale)].astype(int)
+    assert r > 150 and r > b + 60
+    quiet = np.isclose(np.nan_to_num(result.probabilities[1], nan=0.0), 0.0)
+    row, col = np.argwhere(quiet)[len(np.argwhere(quiet)) // 2]
+    pixel = image[int((row + 0.5) * 16 * scale), int((col + 0.5) * 16 * scale)].astype(int)
+    assert max(pixel) - min(pixel) <= 0.35 * 255  # mostly grey: only the map is in colour
+    # the command line: --quicklook beside the heatmap
+    assert main(["scan", str(scene), "--model", model, "--out", str(tmp_path / "h.tif"), "--stride", "16",
+                 "--quicklook", str(tmp_path / "q.png")]) == 0
+    assert "quicklook of bright" in capsys.readouterr().out and (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_serve_refuses_a_classifier_with_one_line_before_listening(tmp_path, capsys):
+    pytest.importorskip("starlette")
+    from minescan.cli import main
+    from testkit.bright_classifier import save_bright_classifier
+
+    model = save_bright_classifier(tmp_path / "bright.onnx", size=64)
+    assert main(["serve", "--model", f"heat={model}", "--port", "0", "--state", str(tmp_path / "state")]) == 1
+    err = capsys.readouterr().err
+    assert "model 'heat'" in err and "is a tile classifier; minescan serve serves detectors" in err

@@ -95,6 +95,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("scenes", nargs="*", metavar="SCENE", help="the scene(s) to scan (see above)")
     scan.add_argument("--model", required=True, help="detector in the TF Object Detection API contract (.onnx, or a TensorRT .engine)")
     scan.add_argument("--out", help=f"result file for one scene: {formats}")
+    scan.add_argument("--quicklook", metavar="PNG", help="also write a quicklook PNG of the scene with its detections, "
+                      f"or a classifier's probability over it ({DEFAULTS.quicklook_size} px a side; see --quicklook-size)")
     scan.add_argument("--dry-run", action="store_true",
                       help="print the resolved plan of each scene (bands, radiometry, tiles, backend, stitching, output, "
                       "and where each value came from) and exit without scanning")
@@ -158,11 +160,13 @@ def run_scan(args: argparse.Namespace) -> int:
     if not args.out and not args.dry_run:
         raise UsageError("one scene needs --out FILE (or --out-dir DIR for a resumable run)")
     from minescan.results.formats import describe
-    from minescan.results.writers import check_writable
+    from minescan.results.writers import check_file_writable, check_writable
 
     raster_out = bool(args.out) and Path(args.out).suffix.lower() in HEATMAP_SUFFIXES
-    if args.out and not raster_out:
-        check_writable(args.out)
+    if args.out:
+        (check_file_writable if raster_out else check_writable)(args.out)
+    if args.quicklook:
+        check_file_writable(args.quicklook)
     if args.regions:
         check_writable(args.regions)
         if not 0 <= args.threshold <= 1:
@@ -188,8 +192,19 @@ def run_scan(args: argparse.Namespace) -> int:
         if args.regions:
             regions = result.write_regions(args.regions, args.threshold)
             print(f"regions at probability >= {args.threshold:g} -> {regions}")
+        if args.quicklook:
+            label = result.band_labels[result.class_id() - 1]
+            print(f"quicklook of {label} -> {result.write_quicklook(args.quicklook, max_size=args.quicklook_size or None, threshold=args.threshold)}")
+        warning = result.warning()
+        if warning:
+            print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
         return 0
     result.write(args.out)
+    if args.quicklook:
+        from minescan.results.quicklook import write_quicklook
+
+        write_quicklook(args.quicklook, plan.source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata,
+                        max_size=args.quicklook_size or DEFAULTS.quicklook_size)
     warning = result.warning()
     if warning:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)

@@ -12,9 +12,11 @@ atomically (:func:`minescan.results.atomic.atomic_path`).
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,10 +25,15 @@ from minescan.results.atomic import atomic_path
 
 UINT8_SCALE = 254
 UINT8_NODATA = 255
+TAGS_KEY = "minescan"  # dataset tag holding the scan's facts as JSON
 
 
 class HeatmapWriteError(MinescanError):
     """A heatmap that cannot be written."""
+
+
+class HeatmapReadError(MinescanError):
+    """A file that cannot be read as a heatmap."""
 
 
 def encode_uint8(probabilities: np.ndarray) -> np.ndarray:
@@ -38,8 +45,11 @@ def encode_uint8(probabilities: np.ndarray) -> np.ndarray:
 
 
 def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, transform: Any, crs: Any, stride: int,
-                  labels: Sequence[str], as_float: bool = False) -> Path:
-    """Write ``probabilities`` [C, rows, cols] (cells of ``stride`` scene px; ``transform`` is the scene's) as a COG."""
+                  labels: Sequence[str], as_float: bool = False, tags: Mapping[str, Any] | None = None) -> Path:
+    """Write ``probabilities`` [C, rows, cols] (cells of ``stride`` scene px; ``transform`` is the scene's) as a COG.
+
+    ``tags`` (scene, model, window, stride, the guard's verdict) land as JSON in the ``minescan`` dataset tag,
+    read back by :func:`heatmap_tags`."""
     import rasterio
     from affine import Affine
 
@@ -60,9 +70,46 @@ def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, tr
             with rasterio.open(temporary, "w", **profile) as dst:
                 dst.write(data)
                 dst.descriptions = tuple(labels)
-                dst.update_tags(minescan_encoding="probability" if as_float else f"probability x {UINT8_SCALE}, {UINT8_NODATA} = nodata")
+                dst.update_tags(minescan_encoding="probability" if as_float else f"probability x {UINT8_SCALE}, {UINT8_NODATA} = nodata",
+                                **({TAGS_KEY: json.dumps(dict(tags), default=str)} if tags else {}))
     except MinescanError:
         raise
     except Exception as exc:  # rasterio raises its own error types
         raise HeatmapWriteError(f"cannot write {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
     return path
+
+
+@dataclass(frozen=True)
+class HeatmapFile:
+    """A heatmap read back: ``probabilities`` float32 [C, rows, cols] (NaN nodata), band ``labels``, the cell grid's
+    ``transform`` and ``crs``, and the scan's ``tags`` (empty for a file minescan did not write)."""
+
+    probabilities: np.ndarray
+    labels: tuple[str, ...]
+    transform: Any
+    crs: Any
+    tags: Mapping[str, Any]
+
+
+def decode(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values as float32 probabilities: uint8 / 254 with 255 as NaN; floats as they are."""
+    if dtype == "uint8":
+        values = data.astype(np.float32) / UINT8_SCALE
+        values[data == UINT8_NODATA] = np.nan
+        return values
+    return data.astype(np.float32)
+
+
+def read_heatmap(path: str | os.PathLike[str]) -> HeatmapFile:
+    """Read a heatmap COG (either encoding); :class:`HeatmapReadError` names the file when it is no raster."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(path) as src:
+            data = decode(src.read(), src.dtypes[0])
+            labels = tuple(d or str(i + 1) for i, d in enumerate(src.descriptions))
+            raw = src.tags().get(TAGS_KEY)
+            return HeatmapFile(data, labels, src.transform, src.crs, json.loads(raw) if raw else {})
+    except RasterioIOError as exc:
+        raise HeatmapReadError(f"{path}: not a readable heatmap raster ({str(exc).strip().splitlines()[0]})") from None

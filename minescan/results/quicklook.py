@@ -6,6 +6,12 @@ overviews or JPEG 2000 resolution levels where the file has them) to at most
 few MB.  Colours are stretched between the 2nd and 98th percentile of the
 valid pixels, for eyes rather than for the model; nodata is black.  Each
 detection is outlined in its class's colour.
+
+A heatmap's quicklook (:func:`render_heatmap`) shows one class's probability
+over the scene, dimmed to grey so the colours read as the map: cells below
+``HEATMAP_FLOOR`` show the scene, the rest a yellow-to-red ramp whose opacity
+grows with the probability, and the edge of the area at or above the
+threshold (a region's outline) is drawn in white.  Nodata cells show the scene.
 """
 
 from __future__ import annotations
@@ -48,6 +54,48 @@ def render(scene: Scene, detections: SceneDetections, max_size: int) -> np.ndarr
     for box, klass in zip(detections.boxes.reshape(-1, 4), detections.classes):
         _outline(image, box * scale, _COLOURS[(int(klass) - 1) % len(_COLOURS)], 2)
     return image
+
+
+HEATMAP_FLOOR = 0.1  # probabilities below this are not drawn: the scene stays readable under a quiet map
+# Probability -> colour anchors (0.1 pale yellow, 0.5 orange, 1.0 deep red), linear between them.
+_RAMP_AT = np.array([HEATMAP_FLOOR, 0.5, 1.0])
+_RAMP = np.array([(255, 255, 150), (255, 140, 0), (200, 0, 30)], np.float32)
+
+
+def _cells_at(scale: float, size: int, stride: int, cells: int) -> np.ndarray:
+    """For each of ``size`` quicklook pixels along an axis, the heatmap cell under its centre."""
+    return np.minimum(((np.arange(size) + 0.5) * scale // stride).astype(np.int64), cells - 1)
+
+
+def render_heatmap(scene: Scene, probability: np.ndarray, stride: int, max_size: int, threshold: float) -> np.ndarray:
+    """The quicklook of one class: uint8 [H, W, 3]; ``probability`` [rows, cols] of cells of ``stride`` px (NaN nodata)."""
+    base = render(scene, SceneDetections.empty(), max_size)
+    grey = base.astype(np.float32).mean(axis=2, keepdims=True)
+    image = 0.7 * (0.35 * base.astype(np.float32) + 0.65 * grey)  # dim and mostly grey: the colours are the map's
+    h, w = image.shape[:2]
+    rows = _cells_at(scene.height / h, h, stride, probability.shape[0])
+    cols = _cells_at(scene.width / w, w, stride, probability.shape[1])
+    p = probability[rows[:, None], cols[None, :]]
+    drawn = np.nan_to_num(p, nan=0.0) >= HEATMAP_FLOOR
+    colour = np.stack([np.interp(np.nan_to_num(p), _RAMP_AT, _RAMP[:, k]) for k in range(3)], axis=-1)
+    alpha = np.where(drawn, 0.45 + 0.45 * np.clip(np.nan_to_num(p), 0, 1), 0.0)[..., None]
+    image = image * (1 - alpha) + colour * alpha
+    above = np.nan_to_num(p, nan=0.0) >= threshold
+    edge = np.zeros_like(above)
+    edge[1:] |= above[1:] != above[:-1]
+    edge[:, 1:] |= above[:, 1:] != above[:, :-1]
+    image[edge] = 255
+    return image.round().astype(np.uint8)
+
+
+def write_heatmap_quicklook(path: str | os.PathLike[str], dataset: str | os.PathLike[str], probability: np.ndarray,
+                            stride: int, *, bands: tuple[int, ...] | None, nodata: float | None, max_size: int,
+                            threshold: float) -> Path:
+    """Render one class's ``probability`` over the scene at ``dataset`` and write it as a PNG at ``path``."""
+    with Scene(dataset, bands=bands, nodata=nodata) as scene:
+        image = render_heatmap(scene, probability, stride, max_size, threshold)
+    write_atomically(path, encode_png(image))
+    return Path(path)
 
 
 def write_quicklook(

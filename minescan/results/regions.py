@@ -34,12 +34,15 @@ class Regions:
 
 def heatmap_regions(probabilities: np.ndarray, cell_transform: Any, labels: Sequence[str], threshold: float,
                     classes: Sequence[int] | None = None) -> Regions:
-    """The regions of ``probabilities`` [C, rows, cols] at or above ``threshold`` for ``classes`` (1-based; default all)."""
+    """The regions of ``probabilities`` [C, rows, cols] at or above ``threshold`` for ``classes`` (1-based; default
+    the foreground classes, :func:`minescan.scan.heatmap.foreground_classes`)."""
     import rasterio.features
     import shapely.geometry
 
     polygons, values = [], {name: [] for name in REGION_FIELDS}
-    for class_id in classes or range(1, probabilities.shape[0] + 1):
+    from minescan.scan.heatmap import foreground_classes
+
+    for class_id in classes or foreground_classes(probabilities.shape[0]):
         band = probabilities[class_id - 1]
         above = np.nan_to_num(band, nan=-1.0) >= threshold
         if not above.any():

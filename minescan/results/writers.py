@@ -208,8 +208,15 @@ def output_driver(path: str | os.PathLike[str]) -> str:
 
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Fail early, before any scanning, if ``path`` cannot be written (unknown format, missing folder or package)."""
+    writer = result_writer(Path(path))
+    check_file_writable(path)
+    if writer.check is not None:
+        writer.check()
+
+
+def check_file_writable(path: str | os.PathLike[str]) -> None:
+    """Fail early if a file cannot be created or replaced at ``path`` (missing folder, a folder there, no permission)."""
     path = Path(path)
-    writer = result_writer(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{path}: folder {folder} does not exist")
@@ -217,8 +224,6 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise OutputError(f"{path}: is a folder")
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise OutputError(f"{path}: not writable")
-    if writer.check is not None:
-        writer.check()
 
 
 def write_detections(

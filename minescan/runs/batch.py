@@ -107,8 +107,10 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
     result = dataclasses.replace(ctx.scanner.scan(plan, progress=progress), scene=source.product_id)
     quicklook = ctx.out_dir / f"{source.product_id}.png"
     heatmap = plan.model.task == "classifier"
-    size = 0 if heatmap else ctx.settings.quicklook_size  # heatmap quicklooks: not yet (issue 15)
-    if size:
+    size = ctx.settings.quicklook_size
+    if size and heatmap:
+        result.write_quicklook(quicklook, max_size=size)
+    elif size:
         write_quicklook(quicklook, source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata, max_size=size)
     else:
         quicklook.unlink(missing_ok=True)  # an earlier run's quicklook would show other detections

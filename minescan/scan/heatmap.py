@@ -29,6 +29,13 @@ from typing import Iterator
 import numpy as np
 
 
+def foreground_classes(classes: int) -> list[int]:
+    """The 1-based classes that are findings, by the classifier convention: a one-output (sigmoid) model's only
+    class; of a softmax model, every class but class 1, its background ("other", "no mining").  Regions,
+    quicklooks and scores default to these."""
+    return [1] if classes == 1 else list(range(2, classes + 1))
+
+
 class HeatmapError(ValueError):
     """A heatmap layout that cannot be made (stride not dividing the window, sizes out of range)."""
 

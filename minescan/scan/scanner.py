@@ -178,8 +178,49 @@ class HeatmapResult(SceneOutcome):
 
         return None if self.transform is None else self.transform * Affine.scale(self.stride)
 
+    @property
+    def window(self) -> int:
+        """The classifier's window in scene px (each window gave one probability per class)."""
+        return self.plan.tile
+
+    def class_id(self, label: str | None = None) -> int:
+        """The 1-based class named ``label``; None: the first foreground class (:func:`~minescan.scan.heatmap.foreground_classes`)."""
+        from minescan.scan.heatmap import foreground_classes
+
+        if label is None:
+            return foreground_classes(self.probabilities.shape[0])[0]
+        if label not in self.band_labels:
+            raise ApiError(f"class {label!r} is not in the heatmap; its classes are {', '.join(self.band_labels)}")
+        return self.band_labels.index(label) + 1
+
+    def probability(self, label: str | None = None) -> np.ndarray:
+        """One class's probability per cell, float32 [rows, cols], NaN = nodata (default: the first foreground class)."""
+        return self.probabilities[self.class_id(label) - 1]
+
+    def to_xarray(self) -> Any:
+        """An ``xarray.DataArray`` (band, y, x) of probabilities: cell-centre map coordinates, band = class labels,
+        attributes ``crs`` (WKT), ``transform`` (GDAL order), ``stride``, ``window``, ``nodata`` NaN.  Needs
+        xarray: ``pip install 'minescan[xarray]'``; rioxarray users can ``.rio.write_crs(da.attrs['crs'])``."""
+        try:
+            import xarray
+        except ImportError as exc:
+            raise ApiError("to_xarray needs xarray: pip install 'minescan[xarray]' (or xarray)") from exc
+        _, rows, cols = self.probabilities.shape
+        t = self.cell_transform
+        if t is None:
+            x, y, attrs = np.arange(cols) + 0.5, np.arange(rows) + 0.5, {}
+        else:
+            x = t.c + (np.arange(cols) + 0.5) * t.a
+            y = t.f + (np.arange(rows) + 0.5) * t.e
+            attrs = {"transform": tuple(t.to_gdal()), "crs": self.crs.to_wkt() if self.crs is not None else None}
+        return xarray.DataArray(self.probabilities, dims=("band", "y", "x"),
+                                coords={"band": self.band_labels, "y": y, "x": x}, name="probability",
+                                attrs={**attrs, "stride": self.stride, "window": self.window, "nodata": float("nan"),
+                                       "scene": self.scene, "reliable": self.reliable})
+
     def regions(self, threshold: float, classes: Sequence[int] | None = None) -> Any:
-        """Connected areas at or above ``threshold`` per class, as polygons (:mod:`minescan.results.regions`)."""
+        """Connected areas at or above ``threshold`` per class, as polygons (:mod:`minescan.results.regions`);
+        ``classes`` 1-based, default the foreground classes."""
         from minescan.results.regions import heatmap_regions
 
         if not 0 <= threshold <= 1:
@@ -193,12 +234,28 @@ class HeatmapResult(SceneOutcome):
         return write_regions(path, self.regions(threshold), self.crs, layer=Path(self.scene).stem or "regions",
                              metadata={"scene": self.scene, "threshold": threshold, "stride": self.stride})
 
+    def write_quicklook(self, path: str | os.PathLike[str], *, max_size: int | None = None, threshold: float = 0.5,
+                        label: str | None = None) -> Path:
+        """A PNG of one class's probability over the scene (:func:`~minescan.results.quicklook.render_heatmap`),
+        at most ``max_size`` px a side (default the runs' quicklook size); a region's edge at ``threshold``."""
+        from minescan.defaults import DEFAULTS
+        from minescan.results.quicklook import write_heatmap_quicklook
+
+        if self.plan.source.kind == "array":
+            raise ApiError("a quicklook draws the scene from its file; an in-memory array has none")
+        return write_heatmap_quicklook(path, self.plan.source.dataset, self.probability(label), self.stride,
+                                       bands=self.plan.bands, nodata=self.plan.nodata,
+                                       max_size=max_size or DEFAULTS.quicklook_size, threshold=threshold)
+
     def write(self, path: str | os.PathLike[str], *, as_float: bool = False) -> Path:
-        """A Cloud Optimized GeoTIFF, one band per class (:mod:`minescan.results.heatmap`), written atomically."""
+        """A Cloud Optimized GeoTIFF, one band per class (:mod:`minescan.results.heatmap`), written atomically;
+        its tags record the scene, model, window, stride and the domain-shift guard's verdict."""
         from minescan.results.heatmap import write_heatmap
 
+        tags = {"scene": self.scene, "model": self.plan.model.name, "window": self.window, "stride": self.stride,
+                "reliable": self.reliable, "input_shift": self.input_shift}
         return write_heatmap(path, self.probabilities, transform=self.transform, crs=self.crs, stride=self.stride,
-                             labels=self.band_labels, as_float=as_float)
+                             labels=self.band_labels, as_float=as_float, tags=tags)
 
 
 class Scanner:
