@@ -1,4 +1,5 @@
 """``minescan evaluate DETECTIONS TRUTH``: precision, recall and AP per class of any result file;
+``minescan evaluate HEATMAP.tif TRUTH``: a classifier's heatmap, per cell;
 ``minescan evaluate --robustness --model M SCENE TRUTH ...``: the model under standard perturbations.
 
 Both files are read with :mod:`minescan.results.read` (``class_id`` and, for
@@ -8,10 +9,18 @@ The detections need not come from minescan; for the full precision-recall
 curve behind AP, scan with a low ``--score-threshold`` (e.g. 0.05), since AP
 only sees the detections in the file.
 
+A first file ending in ``.tif``/``.tiff`` is a heatmap (``minescan scan`` with
+a tile classifier): one band (``--label``, default the last) is scored per
+cell against the truth by :mod:`minescan.results.heatmap_evaluation`:
+precision, recall and F1 at ``--threshold``, ROC AUC, and how many cells were
+positive, negative, ambiguous or nodata.  Every truth class counts as the
+positive class unless ``--truth-classes`` names some (objects of the other
+classes are then not truth at all).
+
 With ``--robustness`` the files are labelled scenes and their truth; the model
 scans each under every perturbation of :mod:`minescan.robustness` and a
 Markdown table of P/R/AP per class, mAP, the input shift and how many scenes
-the domain-shift guard flagged is printed row by row.
+the domain-shift guard flagged is printed row by row (detectors only).
 """
 
 from __future__ import annotations
@@ -19,10 +28,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minescan.cli.options import bands
+from minescan.cli.options import bands, int_list
 from minescan.defaults import DEFAULTS
 from minescan.errors import MinescanError
 
+HEATMAP_SUFFIXES = (".tif", ".tiff")  # as scan writes them (minescan.cli.scan)
+HEATMAP_OPTIONS = ("threshold", "label", "truth_classes")  # None unless given: they score heatmaps only
+DETECTION_OPTIONS = ("iou", "score_threshold")  # None unless given: they score detections only
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> str:
+    """The flags among ``names`` the user gave, as typed ("" when none)."""
+    return ", ".join(f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None)
 
 
 def _fraction(*, zero: bool):
@@ -56,6 +73,9 @@ def run_robustness(args: argparse.Namespace) -> int:
     pairs = [(args.files[i], args.files[i + 1]) for i in range(0, len(args.files), 2)]
     chosen = choose(args.perturbations.split(",") if args.perturbations else None)
     scanner = Scanner(args.model)
+    if scanner.model.task != "detector":
+        raise EvaluateUsageError(f"--robustness scores detectors; {args.model} is a tile {scanner.model.task}: "
+                                 "scan each scene into a heatmap and run evaluate HEATMAP.tif TRUTH")
     model_labels = scanner.detector.metadata.labels
     labels = [name for _, name in sorted(model_labels.items())] if model_labels else []
     options = {"score_threshold": args.scan_threshold}
@@ -84,11 +104,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from minescan.results.evaluation import evaluate
     from minescan.results.read import common_crs, read_result_file
 
+    given = _given(args, HEATMAP_OPTIONS)
+    if args.robustness and given:
+        raise EvaluateUsageError(f"{given} score(s) a heatmap (HEATMAP.tif TRUTH); --robustness scores detectors")
+    if not args.robustness and Path(args.files[0]).suffix.lower() in HEATMAP_SUFFIXES and len(args.files) == 2:
+        detection = _given(args, DETECTION_OPTIONS)
+        if detection:
+            raise EvaluateUsageError(f"{detection} score(s) detections; {args.files[0]} is a heatmap "
+                                     "(for heatmaps: --threshold, --label, --truth-classes)")
+        return run_heatmap_evaluate(args)
+    args.iou = DEFAULTS.match_iou if args.iou is None else args.iou
+    args.score_threshold = DEFAULTS.score_threshold if args.score_threshold is None else args.score_threshold
     if args.robustness:
         return run_robustness(args)
     if len(args.files) != 2:
-        raise EvaluateUsageError(f"evaluate takes DETECTIONS TRUTH (2 files), got {len(args.files)}; "
+        raise EvaluateUsageError(f"evaluate takes DETECTIONS TRUTH or HEATMAP.tif TRUTH (2 files), got {len(args.files)}; "
                                  "--robustness takes SCENE TRUTH pairs")
+    if given:
+        raise EvaluateUsageError(f"{given} score(s) a heatmap (HEATMAP.tif); {args.files[0]} is a result file "
+                                 "(for detections: --score-threshold, --iou)")
     args.detections, args.truth = args.files
     detections = read_result_file(args.detections, scores=True)
     truth = read_result_file(args.truth, scores=False)
@@ -106,17 +140,45 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_heatmap_evaluate(args: argparse.Namespace) -> int:
+    """Score one band of a heatmap per cell against the truth and print it; exit 0."""
+    from minescan.results.heatmap_evaluation import evaluate_heatmap, read_heatmap, select_classes
+    from minescan.results.read import read_result_file
+
+    heatmap_path, truth_path = args.files
+    threshold = 0.5 if args.threshold is None else args.threshold
+    heat = read_heatmap(heatmap_path, args.label)
+    truth = read_result_file(truth_path, scores=False)
+    keep = select_classes(truth.class_ids, args.truth_classes)
+    classes = sorted({int(c) for c in truth.class_ids[keep]} | set(args.truth_classes or ()))
+    report = evaluate_heatmap(heat.probability, heat.transform, truth.boxes(heat.crs)[keep], threshold=threshold,
+                              label=heat.label)
+    crs = heat.crs.to_string() if heat.crs.to_epsg() is None else f"EPSG:{heat.crs.to_epsg()}"
+    unit = heat.crs.axis_info[0].unit_name if heat.crs.axis_info else "map units"
+    unit = {"metre": "m", "degree": "deg"}.get(unit, unit)
+    objects = f"{int(keep.sum())} object{'' if keep.sum() == 1 else 's'}"
+    named = ", ".join(f"{c} {truth.labels[c]}" if c in truth.labels else str(c) for c in classes)
+    named = f"class{'' if len(classes) == 1 else 'es'} {named}" if classes else "no class"
+    rows, cols = heat.probability.shape
+    print(f"{heatmap_path} (band {heat.band} of {len(heat.labels)}, {heat.label!r}; {cols} x {rows} cells of "
+          f"{heat.cell_size:g} {unit}) against {truth_path} ({objects} of {named} as positive) in {crs}")
+    print(report.format())
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``evaluate`` to the command line."""
     p = sub.add_parser(
         "evaluate",
-        help="precision, recall and mAP@0.5 per class of a result file against a truth file",
+        help="precision, recall and mAP@0.5 per class of a result file (or per cell of a heatmap) against a truth file",
         description="Compare detections with truth (GeoJSON, GeoPackage, any CRS; features with class_id, "
         "and score for detections): per class precision and recall at --score-threshold, "
-        "all-point interpolated AP over all detections, and mAP.",
+        "all-point interpolated AP over all detections, and mAP.  A heatmap (.tif, from a tile classifier) "
+        "is scored per cell: precision, recall and F1 at --threshold and ROC AUC.",
     )
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="DETECTIONS TRUTH: a result file (class_id, score) and a truth file (class_id); "
+                   "HEATMAP.tif TRUTH: a classifier's heatmap and a truth file; "
                    "with --robustness: SCENE TRUTH [SCENE TRUTH ...]")
     r = p.add_argument_group("robustness: the model under standard perturbations of labelled scenes")
     r.add_argument("--robustness", action="store_true",
@@ -128,10 +190,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--scan-threshold", type=_fraction(zero=True), default=0.05,
                    help="score threshold of the scans, so AP sees the whole curve (default 0.05)")
     r.add_argument("--shift-threshold", type=float, help=f"the guard's threshold (default {DEFAULTS.shift_threshold:g})")
-    p.add_argument("--iou", type=_fraction(zero=False), default=DEFAULTS.match_iou,
+    p.add_argument("--iou", type=_fraction(zero=False),
                    help=f"IoU at which a detection matches an object (default {DEFAULTS.match_iou:g})")
-    p.add_argument("--score-threshold", type=_fraction(zero=True), default=DEFAULTS.score_threshold,
+    p.add_argument("--score-threshold", type=_fraction(zero=True),
                    help=f"detections counted for precision and recall (default {DEFAULTS.score_threshold:g}, the scan's default)")
+    h = p.add_argument_group("heatmaps: HEATMAP.tif TRUTH, scored per cell")
+    h.add_argument("--threshold", type=_fraction(zero=True), metavar="P",
+                   help="cells with probability >= P count as found (default 0.5)")
+    h.add_argument("--label", metavar="NAME", help="the band (class) to score, by its name (default: the last band, "
+                   "a binary model's positive class)")
+    h.add_argument("--truth-classes", type=int_list, metavar="IDS",
+                   help="truth class ids that count as positive, e.g. 1 (default: every class)")
     p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(handler=run_evaluate)
     return p

@@ -60,8 +60,8 @@ def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, tr
     cell_transform = transform * Affine.scale(stride) if transform is not None else None
     data = probabilities.astype(np.float32) if as_float else encode_uint8(probabilities)
     # COG makes overviews down to one block: small maps (a 10980 px scene at stride 64 is 172 cells a side)
-    # get 64-cell blocks so they still have overview levels.
-    block = 64 if max(rows, cols) <= 1024 else 256
+    # get 128-cell blocks, the smallest GDAL's COG driver accepts, so they still have an overview level.
+    block = 128 if max(rows, cols) <= 1024 else 256
     profile = dict(driver="COG", width=cols, height=rows, count=classes, dtype=data.dtype.name, crs=crs,
                    transform=cell_transform, nodata=float("nan") if as_float else UINT8_NODATA,
                    BLOCKSIZE=block, COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="AVERAGE")
@@ -82,34 +82,61 @@ def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, tr
 @dataclass(frozen=True)
 class HeatmapFile:
     """A heatmap read back: ``probabilities`` float32 [C, rows, cols] (NaN nodata), band ``labels``, the cell grid's
-    ``transform`` and ``crs``, and the scan's ``tags`` (empty for a file minescan did not write)."""
+    ``transform`` and ``crs`` (pyproj), and the scan's ``tags`` (empty for a file minescan did not write)."""
 
+    path: Path
     probabilities: np.ndarray
     labels: tuple[str, ...]
     transform: Any
     crs: Any
     tags: Mapping[str, Any]
 
+    def band(self, label: str | None = None) -> int:
+        """The 1-based band named ``label`` (default: the last, a binary model's positive class)."""
+        if label is None:
+            return len(self.labels)
+        if label not in self.labels:
+            raise HeatmapReadError(f"{self.path}: no band {label!r}; its bands: {', '.join(self.labels)}")
+        return self.labels.index(label) + 1
 
-def decode(data: np.ndarray, dtype: str) -> np.ndarray:
-    """Stored values as float32 probabilities: uint8 / 254 with 255 as NaN; floats as they are."""
+
+def decode(data: np.ndarray, dtype: str, nodata: float | None = None) -> np.ndarray:
+    """Stored values as float32 probabilities, NaN for nodata: uint8 ``value / 254`` (255 nodata) or floats
+    (NaN, or the file's own nodata value)."""
     if dtype == "uint8":
         values = data.astype(np.float32) / UINT8_SCALE
         values[data == UINT8_NODATA] = np.nan
         return values
-    return data.astype(np.float32)
+    values = data.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        values[data == nodata] = np.nan
+    return values
 
 
 def read_heatmap(path: str | os.PathLike[str]) -> HeatmapFile:
-    """Read a heatmap COG (either encoding); :class:`HeatmapReadError` names the file when it is no raster."""
+    """Read a heatmap: a raster minescan wrote (tagged ``minescan_encoding``), or a float raster of probabilities
+    from elsewhere.  Each reason it is not one is a :class:`HeatmapReadError` naming the file."""
     import rasterio
-    from rasterio.errors import RasterioIOError
+    from pyproj import CRS
 
+    path = Path(path)
+    if not path.is_file():
+        raise HeatmapReadError(f"{path}: not found" if not path.exists() else f"{path}: is not a file")
     try:
-        with rasterio.open(path) as src:
-            data = decode(src.read(), src.dtypes[0])
-            labels = tuple(d or str(i + 1) for i, d in enumerate(src.descriptions))
-            raw = src.tags().get(TAGS_KEY)
-            return HeatmapFile(data, labels, src.transform, src.crs, json.loads(raw) if raw else {})
-    except RasterioIOError as exc:
-        raise HeatmapReadError(f"{path}: not a readable heatmap raster ({str(exc).strip().splitlines()[0]})") from None
+        src = rasterio.open(path)
+    except Exception as exc:  # rasterio raises its own error types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HeatmapReadError(f"{path}: not a readable raster ({message})") from None
+    with src:
+        dtype = src.dtypes[0]
+        if src.tags().get("minescan_encoding") is None and dtype not in ("float32", "float64"):
+            raise HeatmapReadError(
+                f"{path}: not a heatmap ({src.count} {dtype} band(s) without minescan's encoding tag; "
+                "a heatmap is what minescan scan --model CLASSIFIER --out FILE.tif writes)")
+        if src.crs is None:
+            raise HeatmapReadError(f"{path}: has no CRS; cannot place its cells on the map")
+        data = decode(src.read(), dtype, src.nodata)
+        labels = tuple(d or str(i + 1) for i, d in enumerate(src.descriptions))
+        raw = src.tags().get(TAGS_KEY)
+        crs = CRS.from_user_input(src.crs.to_wkt())
+        return HeatmapFile(path, data, labels, src.transform, crs, json.loads(raw) if raw else {})

@@ -1,21 +1,29 @@
 """``minescan bench``: where a scan's time goes, measured in one run.
 
 For each setting (batch size x ONNX Runtime threads per call x concurrent
-calls) it runs, on the same scene and the same tiles:
+calls) it runs, on the same scene and the same tiles (a tile classifier's
+*windows*, every ``stride`` px):
 
 1. *read only*: the strip reader alone; then a second read that renders as a
    scan does (in the reader threads), rendering timed as its own stage (busy
    time over the threads), the tiles kept as uint8 in a
    temporary memory-mapped file (on disk, so memory stays bounded) for the
    passes that follow;
-2. *model only*: the detector alone on those tiles, in the same batches and
+2. *model only*: the model alone on those tiles, in the same batches and
    with the same concurrent calls: the floor no scan of these tiles can beat;
-3. *stitch only*: the stitcher alone on the detections of pass 2;
-4. *pipeline*: a real scan and the GeoPackage written from it, with per-stage
-   busy times, peak RSS and the CPU time of all its threads.
+3. *stitch only*: the stitcher alone on the detections of pass 2; for a
+   classifier *accumulate only*: the heatmap consumer blending the
+   probabilities of pass 2 into the cell grid, with each window's nodata mask
+   (kept from pass 1 next to the tiles), as a scan does;
+4. *pipeline*: a real scan and the result written from it (a GeoPackage; a
+   classifier's heatmap COG), with per-stage busy times, peak RSS and the CPU
+   time of all its threads.
 
 Efficiency is the pipeline's wall time over the slowest stage measured
 alone: 1.0 means every other stage hid completely behind the slowest.
+A classifier's figures count windows where a detector's count tiles
+(``windows``, ``windows_per_s`` in the JSON); a detector's output is as it
+always was.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from minescan.engine.detector import Detector
 from minescan.raster.gdal_cache import scan_block_cache
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
+from minescan.scan.heatmap import HeatmapConsumer, HeatmapLayout
 from minescan.scan.pipeline import StageClock, ordered_map
 from minescan.scan.plan import ScanOptions, ScanPlan
 from minescan.scan.scanner import Scanner
@@ -44,6 +53,14 @@ from minescan.scan.stitch import Stitcher
 from minescan.scan.stream import consume, gdal_cache_bytes, infer, make_batches, timed_reads
 
 STAGES = ("read", "radiometry", "inference", "stitch", "write")
+CLASSIFIER_STAGES = ("read", "radiometry", "inference", "accumulate", "write")
+# The stream's clock calls its consumer stage "stitch" whatever the consumer (minescan.scan.stream.consume).
+_CLOCK_STAGE = {"accumulate": "stitch"}
+
+
+def stages(task: str) -> tuple[str, ...]:
+    """The stages reported for a model of ``task`` ("detector" or "classifier")."""
+    return CLASSIFIER_STAGES if task == "classifier" else STAGES
 
 
 def peak_rss_bytes() -> int:
@@ -65,7 +82,7 @@ def reset_peak_rss() -> None:
 
 
 def warm_up(detector: Detector, batch: int, size: int) -> None:
-    """Run one full batch on each of the detector's concurrent calls, outside any clock.
+    """Run one full batch on each of the model's concurrent calls, outside any clock (a classifier's ``detect`` too).
 
     ONNX Runtime grows its memory on the first call of each shape and concurrency; a
     single batch-1 warm-up left that growth inside the first timed pass (a model-only
@@ -109,7 +126,15 @@ class BenchResult:
     cores: int
     megapixels: float
     km2: float
-    detections: int
+    detections: int  # a classifier's: 0 (not reported)
+    task: str = "detector"  # or "classifier": then ``tiles`` are windows
+    stride: int | None = None  # classifier: px between windows (one heatmap cell)
+    cells: tuple[int, int] | None = None  # classifier: (rows, cols) of the heatmap
+
+    @property
+    def unit(self) -> str:
+        """What the scan runs the model on: "tiles", or a classifier's "windows"."""
+        return "windows" if self.task == "classifier" else "tiles"
 
     @property
     def slowest(self) -> str:
@@ -126,19 +151,31 @@ class BenchResult:
         return self.pipeline_s / max(self.alone_s[self.slowest], 1e-9)
 
     def as_dict(self) -> dict:
+        """The figures for JSON: a detector's as they always were; a classifier's in windows, with its heatmap."""
         data = asdict(self)
-        data.update(slowest_stage=self.slowest, efficiency=self.efficiency, cpu_busy=self.cpu_busy,
-                    tiles_per_s=self.tiles / self.pipeline_s, mpx_per_s=self.megapixels / self.pipeline_s,
-                    km2_per_s=self.km2 / self.pipeline_s)
+        for key in ("task", "stride", "cells"):
+            del data[key]
+        if self.task == "classifier":
+            del data["detections"]
+            data = {"task": self.task, **{"windows" if key == "tiles" else key: value for key, value in data.items()}}
+            data.update(stride=self.stride, heatmap_cells=list(self.cells or ()))
+        data.update({"slowest_stage": self.slowest, "efficiency": self.efficiency, "cpu_busy": self.cpu_busy,
+                     f"{self.unit}_per_s": self.tiles / self.pipeline_s, "mpx_per_s": self.megapixels / self.pipeline_s,
+                     "km2_per_s": self.km2 / self.pipeline_s})
         return data
 
 
 @dataclass
 class _Tiles:
-    """Rendered tiles of pass 1, memory-mapped, with their grid tiles and row ends in order."""
+    """Rendered tiles of pass 1, memory-mapped, with their grid tiles and row ends in order.
+
+    ``nodata``: each tile's nodata mask, memory-mapped too, for consumers that
+    take it (a classifier's heatmap); None when no consumer needs it.
+    """
 
     rgb: np.ndarray
     order: list = field(default_factory=list)  # Tile | RowEnd
+    nodata: np.ndarray | None = None
 
     def items(self) -> Iterator[RenderedTile | RowEnd]:
         """The reader's items again, tiles out of the memory map (recently written: from the page cache)."""
@@ -147,18 +184,19 @@ class _Tiles:
             if isinstance(item, RowEnd):
                 yield item
                 continue
-            yield RenderedTile(item, self.rgb[index], _HAS_DATA)
+            yield RenderedTile(item, self.rgb[index], _HAS_DATA if self.nodata is None else self.nodata[index])
             index += 1
 
 
 _HAS_DATA = np.zeros((1, 1), bool)  # a nodata mask with no nodata, for tiles already known to hold data
 
 
-def _read_only(plan: ScanPlan, scene: Scene, workdir: str) -> tuple[_Tiles, StageClock]:
+def _read_only(plan: ScanPlan, scene: Scene, workdir: str, masks: bool = False) -> tuple[_Tiles, StageClock]:
     """Pass 1: the reader alone (timed), then a second read that renders (rendering timed).
 
     Two reads, because the strip reader decodes ahead in its own threads, and renders
-    there too when asked: one pass could not tell reading from rendering.
+    there too when asked: one pass could not tell reading from rendering.  ``masks``
+    keeps each tile's nodata mask too (for a classifier's heatmap).
     """
     clock = StageClock()
     grid = plan.grid
@@ -166,7 +204,9 @@ def _read_only(plan: ScanPlan, scene: Scene, workdir: str) -> tuple[_Tiles, Stag
         for _ in timed_reads(StripReader(scene, grid, plan.read_threads), clock):
             pass
         rgb = np.lib.format.open_memmap(os.path.join(workdir, "tiles.npy"), "w+", np.uint8, (len(grid), grid.size, grid.size, 3))
-        tiles = _Tiles(rgb)
+        nodata = (np.lib.format.open_memmap(os.path.join(workdir, "nodata.npy"), "w+", bool, (len(grid), grid.size, grid.size))
+                  if masks else None)
+        tiles = _Tiles(rgb, nodata=nodata)
         n = 0
         for item in StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock):
             if isinstance(item, RowEnd):
@@ -175,9 +215,13 @@ def _read_only(plan: ScanPlan, scene: Scene, workdir: str) -> tuple[_Tiles, Stag
             if item.empty:
                 continue
             rgb[n] = item.rgb  # into the memory map (on disk); rendering was timed in the reader threads
+            if nodata is not None:
+                nodata[n] = item.nodata
             tiles.order.append(item.tile)
             n += 1
     tiles.rgb = rgb[:n]
+    if nodata is not None:
+        tiles.nodata = nodata[:n]
     return tiles, clock
 
 
@@ -185,18 +229,21 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
     """Measure one setting; ``make_scanner()`` loads the model with this setting's threads and workers.
 
     Every pass runs the scan stream's own stages (:mod:`minescan.scan.stream`):
-    the reader, the batching and inference stages, the consumer stage, and
-    finally the whole stream as a scan runs it.
+    the reader, the batching and inference stages, the consumer stage (the
+    stitcher, or a classifier's heatmap), and finally the whole stream as a
+    scan runs it.
     """
     scanner = make_scanner()
     detector = scanner.detector
     plan = scanner.plan(scene_path, **options.merged(batch=batch).__dict__)
+    classifier = scanner.model.task == "classifier"
+    layout = heatmap_layout(plan) if classifier else None
     with plan.open_scene() as scene:
         grid = plan.grid
         area_km2 = scene.width * scene.height * abs(scene.transform.a * scene.transform.e) * 1e-6
         megapixels = scene.width * scene.height / 1e6
         with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir:
-            tiles, read_clock = _read_only(plan, scene, workdir)
+            tiles, read_clock = _read_only(plan, scene, workdir, masks=classifier)
             warm_up(detector, min(batch, max(1, len(tiles.rgb))), grid.size)
             # The floor is the wall time of the whole pass (busy times would sum over concurrent calls);
             # batches are stacked out of the memory map one at a time, so memory stays bounded.
@@ -206,56 +253,76 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
                 for b, d in infer(make_batches(tiles.items(), batch), detector, plan.score_threshold, StageClock())
             ]
             model_wall = time.perf_counter() - started
-            stitch_clock, stitcher = StageClock(), Stitcher(plan.stitch)
-            consume(found, stitcher, stitch_clock, lambda n: None)
+            stitch_clock = StageClock()
+            consumer = HeatmapConsumer(layout, heatmap_classes(scanner, plan)) if layout else Stitcher(plan.stitch)
+            consume(found, consumer, stitch_clock, lambda n: None)
             with stitch_clock.time("stitch", 0):
-                stitcher.finish()
-            del tiles
+                consumer.finish()
+            del tiles, found
+    names = stages(scanner.model.task)
     alone = {
         "read": read_clock.total("read"),
         "radiometry": read_clock.total("radiometry"),
         "inference": model_wall,
-        "stitch": stitch_clock.total("stitch"),
+        names[3]: stitch_clock.total("stitch"),
     }
     clock = StageClock()
     reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     result = scanner.scan(plan, clock=clock)
     with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir, clock.time("write", 0):
-        result.write(Path(workdir) / "detections.gpkg")
+        result.write(Path(workdir) / ("heatmap.tif" if classifier else "detections.gpkg"))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     alone["write"] = clock.total("write")  # the result is written once the scene is done, in both cases
     return BenchResult(
         batch=batch, threads=getattr(detector, "threads", None), workers=detector.concurrency, tiles=result.tiles, pipeline_s=wall,
-        alone_s=alone, in_pipeline={s: StageTiming.of(clock, s) for s in STAGES}, peak_rss_mb=peak_rss_bytes() / 2**20,
-        cpu_s=cpu, cores=available_cores(), megapixels=megapixels, km2=area_km2, detections=len(result.detections),
+        alone_s=alone, in_pipeline={s: StageTiming.of(clock, _CLOCK_STAGE.get(s, s)) for s in names},
+        peak_rss_mb=peak_rss_bytes() / 2**20, cpu_s=cpu, cores=available_cores(), megapixels=megapixels, km2=area_km2,
+        detections=0 if classifier else len(result.detections), task=scanner.model.task,
+        stride=layout.stride if layout else None, cells=layout.shape if layout else None,
     )
 
 
+def heatmap_layout(plan: ScanPlan) -> HeatmapLayout:
+    """A classifier plan's windows and cells (the plan's tiles are the windows; overlap = window - stride)."""
+    return HeatmapLayout(plan.width, plan.height, plan.tile, plan.tile - plan.overlap)
+
+
+def heatmap_classes(scanner: Scanner, plan: ScanPlan) -> int:
+    """Bands of a classifier's heatmap, as the scanner counts them."""
+    return scanner.detector.signature.classes or len(plan.labels) or 1
+
+
 def format_table(results: list[BenchResult]) -> str:
-    """A readable table: one row per setting, then per-stage detail."""
+    """A readable table: one row per setting, then per-stage detail (a classifier's in windows, one setting's task)."""
+    unit = results[0].unit if results else "tiles"
+    one = unit[:-1]
+    count, rate, per = max(6, len(unit)), max(8, len(unit) + 2), len(f"p50 ms/{one}") + 1
     lines = [
-        "batch threads workers  tiles  wall s  tiles/s  Mpx/s  km2/s  slowest(alone)   efficiency  CPU busy  peak RSS MB",
+        f"batch threads workers {unit:>{count}}  wall s {unit + '/s':>{rate}}  Mpx/s  km2/s  slowest(alone)   efficiency  "
+        "CPU busy  peak RSS MB",
     ]
     for r in results:
         lines.append(
-            f"{r.batch:>5} {r.threads or '-':>7} {r.workers:>7} {r.tiles:>6} {r.pipeline_s:>7.2f} {r.tiles / r.pipeline_s:>8.1f} "
-            f"{r.megapixels / r.pipeline_s:>6.1f} {r.km2 / r.pipeline_s:>6.1f}  "
+            f"{r.batch:>5} {r.threads or '-':>7} {r.workers:>7} {r.tiles:>{count}} {r.pipeline_s:>7.2f} "
+            f"{r.tiles / r.pipeline_s:>{rate}.1f} {r.megapixels / r.pipeline_s:>6.1f} {r.km2 / r.pipeline_s:>6.1f}  "
             f"{r.slowest + f' {r.alone_s[r.slowest]:.2f}s':<16} {r.efficiency:>10.2f}  {r.cpu_busy:>8.0%}  {r.peak_rss_mb:>11.0f}"
         )
     lines.append("")
-    lines.append("stage        alone s | in pipeline: busy s  p50 ms/tile  p95 ms/tile   (batch, threads, workers)")
+    lines.append(f"stage        alone s | in pipeline: busy s  p50 ms/{one}  p95 ms/{one}   (batch, threads, workers)")
     for r in results:
-        for stage in STAGES:
+        for stage in stages(r.task):
             t = r.in_pipeline[stage]
             lines.append(
-                f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>12.2f} {t.p95_ms:>12.2f}   "
+                f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>{per}.2f} {t.p95_ms:>{per}.2f}   "
                 f"({r.batch}, {r.threads or '-'}, {r.workers})"
             )
     lines.append("")
     lines.append("efficiency = pipeline wall / slowest stage alone (1.00 = every other stage hidden); "
                  "CPU busy = CPU time of the pipeline / (wall x cores): near 100% the scan is CPU-bound, "
                  "and the stages can only share the cores, not hide behind each other")
+    if unit == "windows":
+        lines.append("accumulate = blending each window's probabilities into the heatmap's cells (a detector's stitch stage)")
     return "\n".join(lines)
 
 
