@@ -12,6 +12,11 @@ rather than the 0.05 of TF/ONNX parity because low-score proposals of a
 trained detector reorder under any rounding: a recall over them measures
 noise, not what a user gets.  It then times one tile through each model,
 alternating, in the same process, and reports the median ratio.
+
+A tile classifier has no detections to match: :func:`compare_classifier_precision`
+compares its probabilities per window with the FP32 model's
+(:func:`~minescan.export.verify.compare_probabilities`) under the gate below,
+timed the same way.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ import numpy as np
 
 from minescan.model.contract import INPUT_NAME
 from minescan.export.detections import open_session, run_onnx
-from minescan.export.verify import ParityReport, compare_detections
+from minescan.export.verify import ParityReport, ProbabilityReport, compare_detections, compare_probabilities, run_classifier
 
 BOX_TOLERANCE = 0.02  # normalized: 5 px on a 256 px tile, 13 px on 640
 SCORE_TOLERANCE = 0.1
 MIN_RECALL: Mapping[str, float] = {"fp16": 0.95, "int8": 0.8}
 OPERATING_THRESHOLD = 0.5  # the scan's default --score-threshold
+# Classifier gate (FP16/INT8 against FP32 on the same windows).  A heatmap blends window probabilities and its
+# regions are thresholded, so what matters is the decision per window and how far a probability moves:
+# at least 98% of windows keep their top class (for one sigmoid output: p >= 0.5), and no probability
+# moves by more than 0.1, the detector gate's score drift.
+CLASSIFIER_MIN_AGREEMENT = 0.98
+CLASSIFIER_MAX_DIFF = 0.1
 
 
 @dataclass(frozen=True)
@@ -100,3 +111,52 @@ def compare_precision(
             session.run(None, feed)
             timings[index].append(time.perf_counter() - started)
     return PrecisionReport(precision, parity, statistics.median(timings[0]), statistics.median(timings[1]))
+
+
+@dataclass(frozen=True)
+class ClassifierPrecisionReport:
+    """FP16/INT8 class probabilities against FP32 on the same windows, and the CPU speed ratio."""
+
+    precision: str
+    parity: ProbabilityReport
+    fp32_seconds: float  # median per window, batch 1
+    candidate_seconds: float
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_seconds / self.candidate_seconds
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+    def format(self) -> str:
+        """Two readable lines, the verdict first."""
+        return "\n".join([
+            f"{self.precision} vs fp32 {self.parity.format()}",
+            f"ONNX Runtime CPU, batch 1, median: fp32 {self.fp32_seconds * 1e3:.2f} ms, "
+            f"{self.precision} {self.candidate_seconds * 1e3:.2f} ms per window ({self.speedup:.2f}x)",
+        ])
+
+
+def compare_classifier_precision(
+    fp32_model: str | Path | bytes, candidate_model: str | Path | bytes, precision: str, tiles: np.ndarray, *, repeats: int = 5
+) -> ClassifierPrecisionReport:
+    """Compare a classifier's ``candidate_model`` (FP16 or INT8) with ``fp32_model`` on the windows ``tiles``."""
+    reference, candidate = open_session(fp32_model), open_session(candidate_model)
+    parity = compare_probabilities(run_classifier(reference, tiles), run_classifier(candidate, tiles),
+                                   tolerance=CLASSIFIER_MAX_DIFF, min_agreement=CLASSIFIER_MIN_AGREEMENT)
+    fp32_seconds, candidate_seconds = _median_times(reference, candidate, tiles[:1], repeats)
+    return ClassifierPrecisionReport(precision, parity, fp32_seconds, candidate_seconds)
+
+
+def _median_times(reference, candidate, tile: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Median seconds of one call of each session on ``tile``, alternating."""
+    feed = {INPUT_NAME: tile}
+    timings: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for index, session in enumerate((reference, candidate)):
+            started = time.perf_counter()
+            session.run(None, feed)
+            timings[index].append(time.perf_counter() - started)
+    return statistics.median(timings[0]), statistics.median(timings[1])

@@ -8,3 +8,4 @@ TARGETS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_OPSET = 17  # tf2onnx refuses 19+
 DEFAULT_INPUT_SIZE = DEFAULTS.tile  # the scan's default tile, for models that take any size
+PREPROCESSES = ("auto", "mobilenet_v2", "unit", "none")  # what a Keras classifier export bakes in before the model

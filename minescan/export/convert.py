@@ -42,7 +42,9 @@ from minescan.defaults import DEFAULTS
 from minescan.model.metadata import ModelMetadata, Postprocessing, Recipe
 from minescan.model.statistics import InputStatistics
 from minescan.export._tensorflow import import_optional
-from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, TensorSpec, contract_problems
+from minescan.model.contract import (
+    INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_classifier, contract_problems, model_task,
+)
 from minescan.export.detections import open_session, run_onnx, synthetic_tiles
 from minescan.results.atomic import write_atomically
 from minescan.export.errors import ExportError
@@ -109,13 +111,13 @@ def export_onnx(
     ``input_statistics`` the training or calibration input, for the domain-shift guard.
     """
     started = time.perf_counter()
-    recipe = _preprocessing(preprocessing)
+    recipe = recipe_of(preprocessing)
     after = _postprocessing(postprocessing)
     saved_model_graph(saved_model_dir)  # a missing or non-SavedModel directory is the first thing to report
     class_names = _labels(saved_model_dir, labels)
     signature = load_serving_signature(saved_model_dir)
     model = _convert(signature, saved_model_dir, opset)
-    _drop_unused_inputs(model)
+    drop_unused_inputs(model)
     _complete_loop_signatures(model.graph)
     _adopt_static_output_shapes(model, signature)
     _check_onnx_contract(model)
@@ -127,13 +129,14 @@ def export_onnx(
         input_size=(height, width) if isinstance(height, int) and isinstance(width, int) else None,
         recipe=Recipe.from_json(recipe),
         source_sha256=saved_model_sha256(saved_model_dir),
-        tool_versions=_tool_versions(),
+        tool_versions=tool_versions(),
         postprocessing=Postprocessing.from_json(after),
         input_statistics=input_statistics,
+        task="detector",
     )
     write_metadata(model, metadata)
     out_path = Path(out_path)
-    size = _write_atomically(model, out_path)
+    size = write_model_atomically(model, out_path)
     return ExportReport(
         onnx_path=out_path,
         opset=opset,
@@ -155,36 +158,67 @@ def annotate_onnx(
     preprocessing: Mapping[str, Any] | None = None,
     postprocessing: Mapping[str, float] | None = None,
     input_statistics: InputStatistics | None = None,
+    window: int | None = None,
 ) -> ModelMetadata:
-    """Write ``source`` (an ONNX detector from anywhere) to ``out_path`` with minescan's metadata completed.
+    """Write ``source`` (an ONNX detector or tile classifier from anywhere) to ``out_path`` with minescan's metadata completed.
 
     The graph is not touched.  What the model already records is kept unless
     given here: ``preprocessing`` keys override the recorded recipe's, labels
     and ``drop_parts`` replace the recorded ones, ``input_statistics`` is added.
-    Returns the metadata written.
+    The task (``detector`` or ``classifier``, told by the graph's outputs) is
+    recorded.  A classifier must end up with one label per output (one, the
+    positive class, for a single sigmoid output) and records its window size:
+    the graph's, else ``window``.  Returns the metadata written.
     """
     source, out_path = Path(source), Path(out_path)
     try:
         model = onnx.load(str(source))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ExportError(f"{source}: not a readable ONNX model ({type(exc).__name__})") from exc
-    problems = contract_problems(str(source), [_spec(v) for v in model.graph.input], [_spec(v) for v in model.graph.output])
+    inputs, outputs = [value_spec(v) for v in model.graph.input], [value_spec(v) for v in model.graph.output]
+    problems = contract_problems(str(source), inputs, outputs)
+    task = "detector"
     if problems:
-        raise ExportError("; ".join(problems))
+        try:
+            task = model_task(str(source), inputs, outputs)
+        except ContractError:
+            task = "detector"  # neither: report it against the detector contract, as always
+        if task != "classifier":
+            raise ExportError("; ".join(problems))
     meta = read_metadata(model)
-    recipe = _preprocessing({**meta.recipe.to_json(), **{k: v for k, v in (preprocessing or {}).items() if v is not None}})
+    recipe = recipe_of({**meta.recipe.to_json(), **{k: v for k, v in (preprocessing or {}).items() if v is not None}})
     after = _postprocessing(postprocessing) if postprocessing else meta.postprocessing.to_json()
+    class_names = dict(labels) if labels else dict(meta.labels)
+    input_size = meta.input_size
+    if task == "classifier":
+        from minescan.export.keras_classifier import classifier_labels
+
+        if postprocessing:
+            raise ExportError(f"{source} is a tile classifier: drop_parts is for detectors")
+        signature = check_classifier(str(source), inputs, outputs)
+        classes = signature.classes or len(class_names) or 1
+        class_names = classifier_labels(class_names or None, classes, source)
+        height, width = signature.height, signature.width
+        if height is not None and width is not None:
+            if window is not None and (height, width) != (window, window):
+                raise ExportError(f"{source}: the model takes {height}x{width} px windows, not --window {window}")
+            input_size = (height, width)
+        elif window is not None:
+            input_size = (window, window)
+    elif window is not None:
+        raise ExportError(f"{source} is a detector: --window is for tile classifiers")
     updated = dataclasses.replace(
-        meta, labels=dict(labels) if labels else meta.labels, recipe=Recipe.from_json(recipe),
+        meta, labels=class_names, recipe=Recipe.from_json(recipe), input_size=input_size,
         postprocessing=Postprocessing.from_json(after),
         input_statistics=input_statistics if input_statistics is not None else meta.input_statistics,
+        task=task,
     )
     write_metadata(model, updated)
-    _write_atomically(model, out_path)
+    write_model_atomically(model, out_path)
     return updated
 
 
-def _preprocessing(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def recipe_of(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     recipe = {**DEFAULT_PREPROCESSING, **(overrides or {})}
     unknown = sorted(set(recipe) - set(DEFAULT_PREPROCESSING))
     if unknown:
@@ -244,7 +278,7 @@ def _convert(signature: ServingSignature, saved_model_dir: str | Path, opset: in
     return model
 
 
-def _drop_unused_inputs(model: onnx.ModelProto) -> None:
+def drop_unused_inputs(model: onnx.ModelProto) -> None:
     """Remove graph inputs other than the image that no node reads.
 
     tf2onnx leaves some captured tensors of real OD API exports (three float
@@ -315,14 +349,14 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
     )
 
 
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
     return TensorSpec(value.name, dtype, _dims(value) if value.type.tensor_type.HasField("shape") else None)
 
 
 def _check_onnx_contract(model: onnx.ModelProto) -> None:
-    outputs = [_spec(v) for v in model.graph.output]
-    problems = contract_problems("converted ONNX model", [_spec(v) for v in model.graph.input], outputs, strict=True)
+    outputs = [value_spec(v) for v in model.graph.output]
+    problems = contract_problems("converted ONNX model", [value_spec(v) for v in model.graph.input], outputs, strict=True)
     extra = sorted({v.name for v in outputs} - set(OUTPUT_NAMES))
     if extra:
         problems.append(f"converted ONNX model kept outputs outside the contract: {', '.join(extra)}")
@@ -341,11 +375,11 @@ def _with_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     for value in [*symbolic.graph.input, *symbolic.graph.output]:
         value.type.tensor_type.shape.dim[0].Clear()
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
-    symbolic = _infer_shapes(symbolic)
+    symbolic = infer_shapes(symbolic)
     problem = _batch_problem(symbolic)
     if not problem:
         return symbolic, ""
-    fixed = _infer_shapes(model)
+    fixed = infer_shapes(model)
     open_session(fixed.SerializeToString())  # the file must at least load in ONNX Runtime
     return fixed, problem
 
@@ -367,13 +401,13 @@ def _batch_problem(model: onnx.ModelProto) -> str:
     return ""
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     # data_prop propagates shape values through Shape/Gather/Concat chains, which
     # tf2onnx emits for every dynamic reshape; strict_mode=False keeps what it cannot infer.
     return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 
 
-def _tool_versions() -> dict[str, str]:
+def tool_versions() -> dict[str, str]:
     tf = import_optional("tensorflow")
     tf2onnx = import_optional("tf2onnx")
     return {
@@ -385,7 +419,7 @@ def _tool_versions() -> dict[str, str]:
     }
 
 
-def _write_atomically(model: onnx.ModelProto, out_path: Path) -> int:
+def write_model_atomically(model: onnx.ModelProto, out_path: Path) -> int:
     """Write ``model`` to ``out_path`` atomically (see :mod:`minescan.results.atomic`); return its size."""
     if model.ByteSize() > _PROTOBUF_LIMIT:
         raise ExportError(f"ONNX model for {out_path} is {model.ByteSize()} bytes, over protobuf's 2 GiB limit")

@@ -107,7 +107,7 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
     source.CopyFrom(model)
     if input_size is not None:
         fix_input_size(source, input_size)
-    graph = gs.import_onnx(_infer_shapes(source))
+    graph = gs.import_onnx(infer_shapes(source))
     crops = replace_crop_and_resize_loops(graph)
     graph.cleanup().toposort()
     rewritten = _folded(graph)
@@ -121,12 +121,12 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
             break
         loops += unrolled
         drop_identities(rewritten)
-        rewritten = _folded(gs.import_onnx(_infer_shapes(rewritten)))
+        rewritten = _folded(gs.import_onnx(infer_shapes(rewritten)))
     drop_identities(rewritten)
-    rewritten = _infer_shapes(rewritten)
+    rewritten = infer_shapes(rewritten)
     topks = bound_dynamic_topk(rewritten)
     if topks:
-        rewritten = _infer_shapes(_folded(gs.import_onnx(rewritten)))
+        rewritten = infer_shapes(_folded(gs.import_onnx(rewritten)))
     del rewritten.metadata_props[:]
     rewritten.metadata_props.extend(model.metadata_props)
 
@@ -160,7 +160,7 @@ def _folded(graph: gs.Graph) -> onnx.ModelProto:
     return gs.export_onnx(graph)
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     # Shapes let fold_constants fold Shape ops; data_prop follows them through Gather/Concat chains.
     return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 

@@ -13,16 +13,24 @@ and how many reference detections only a candidate of another class was near.
 its ONNX export (run by ONNX Runtime on CPU).  Comparing two ONNX files (FP32
 against FP16 or INT8) is the same comparison on two
 :func:`~minescan.export.detections.run_onnx` results with looser tolerances.
+
+Tile classifiers answer class probabilities [N, C] per window instead:
+:func:`compare_probabilities` reports the largest probability difference and
+how many windows keep their decision (the top class; for a one-output sigmoid
+model, p >= 0.5), and :func:`run_classifier` runs an ONNX classifier on windows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import onnxruntime as ort
 
-from minescan.export.detections import open_session, run_onnx, run_saved_model, synthetic_tiles
+from minescan.export.detections import CPU, open_session, run_onnx, run_saved_model, synthetic_tiles
+from minescan.model.contract import INPUT_NAME
 from minescan.model.detections import BatchDetections
 
 BOX_TOLERANCE = 1e-3
@@ -153,3 +161,71 @@ def verify_export(
         box_tolerance=box_tolerance,
         score_tolerance=score_tolerance,
     )
+
+
+PROBABILITY_TOLERANCE = 1e-4  # TF against ONNX Runtime, FP32 both: rounding only
+SIGMOID_THRESHOLD = 0.5  # a one-output (sigmoid) classifier's decision
+
+
+@dataclass(frozen=True)
+class ProbabilityReport:
+    """How closely a candidate classifier's probabilities follow a reference's on the same windows."""
+
+    windows: int
+    classes: int
+    max_diff: float  # largest |probability difference| over every window and class
+    agreeing: int  # windows with the same decision (top class; p >= 0.5 for one sigmoid output)
+    tolerance: float
+    min_agreement: float
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of windows whose decision the candidate keeps (0 when none were compared)."""
+        return self.agreeing / self.windows if self.windows else 0.0
+
+    @property
+    def passed(self) -> bool:
+        """Something was compared, the probabilities agree within tolerance and enough decisions are kept."""
+        return self.windows > 0 and self.max_diff <= self.tolerance and self.agreement >= self.min_agreement
+
+    def format(self) -> str:
+        """One readable line, the verdict first."""
+        decision = "top class" if self.classes > 1 else f"decision at p >= {SIGMOID_THRESHOLD:g}"
+        return (f"{'PASS' if self.passed else 'FAIL'}: max probability diff {self.max_diff:.3g} (tolerance "
+                f"{self.tolerance:g}), same {decision} on {self.agreeing}/{self.windows} windows "
+                f"({self.agreement:.1%}, need {self.min_agreement:.0%}), {self.classes} class(es)")
+
+
+def compare_probabilities(
+    reference: np.ndarray, candidate: np.ndarray, *, tolerance: float = PROBABILITY_TOLERANCE, min_agreement: float = 1.0
+) -> ProbabilityReport:
+    """Compare two classifiers' probabilities [N, C] for the same windows (a pure function of the arrays)."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape or reference.ndim != 2:
+        raise ValueError(f"expected two [windows, classes] arrays of one shape, got {list(reference.shape)} and {list(candidate.shape)}")
+    return ProbabilityReport(
+        windows=len(reference),
+        classes=reference.shape[1],
+        max_diff=float(np.abs(reference - candidate).max(initial=0.0)),
+        agreeing=int((_decisions(reference) == _decisions(candidate)).sum()),
+        tolerance=tolerance,
+        min_agreement=min_agreement,
+    )
+
+
+def _decisions(probabilities: np.ndarray) -> np.ndarray:
+    if probabilities.shape[1] == 1:
+        return probabilities[:, 0] >= SIGMOID_THRESHOLD
+    return probabilities.argmax(axis=1)
+
+
+def run_classifier(
+    model: str | Path | bytes | ort.InferenceSession, tiles: np.ndarray, *, batch_size: int = 8, providers: Sequence[str] = CPU
+) -> np.ndarray:
+    """An ONNX classifier's probabilities [N, C] (float32) on uint8 windows [N, H, W, 3]; ``model`` a path,
+    serialized bytes or an open session.  Its one output is read, whatever its name."""
+    session = model if isinstance(model, ort.InferenceSession) else open_session(model, providers)
+    output = session.get_outputs()[0].name
+    parts = [session.run([output], {INPUT_NAME: tiles[start : start + batch_size]})[0]
+             for start in range(0, len(tiles), batch_size)]
+    return np.concatenate(parts).astype(np.float32, copy=False)

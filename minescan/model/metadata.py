@@ -5,7 +5,8 @@ the label map, the input size it was exported for, the preprocessing
 recipe (which bands, which gain and offset make its uint8 RGB) and, when its
 owner set one, the postprocessing recipe (``drop_parts``: see
 :mod:`minescan.scan.parts`) and the statistics of the input it was trained or
-calibrated on (:mod:`minescan.model.statistics`, the domain-shift guard).  They live in
+calibrated on (:mod:`minescan.model.statistics`, the domain-shift guard), and what
+the model is (``minescan.task``: ``"detector"`` or ``"classifier"``).  They live in
 the ONNX ``metadata_props`` under the ``minescan.`` prefix, each value a JSON
 document, so any ONNX tool shows them and ONNX Runtime returns them through
 ``InferenceSession.get_modelmeta().custom_metadata_map``.
@@ -36,6 +37,8 @@ SOURCE_SHA256_KEY = "minescan.source_sha256"
 TOOL_VERSIONS_KEY = "minescan.tool_versions"
 BUILD_KEY = "minescan.build"
 POSTPROCESSING_KEY = "minescan.postprocessing"
+TASK_KEY = "minescan.task"
+TASKS = ("detector", "classifier")
 
 
 class MetadataError(ContractError, ValueError):
@@ -200,7 +203,10 @@ class ModelMetadata:
     ``labels`` maps 1-based class ids to names; ``input_size`` is (height,
     width) or None for any size; ``recipe`` how scenes become its RGB;
     ``build`` how the file was made (target, precision, input size,
-    calibration); ``postprocessing`` the scan defaults the model's owner chose.
+    calibration); ``postprocessing`` the scan defaults the model's owner chose;
+    ``task`` what the exporter made it (``detector`` or ``classifier``), None
+    when the file does not say (the graph's outputs tell it then:
+    :func:`minescan.model.contract.model_task`).
     """
 
     labels: Mapping[int, str] = field(default_factory=dict)
@@ -211,6 +217,7 @@ class ModelMetadata:
     build: Mapping[str, Any] = field(default_factory=dict)
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
     input_statistics: InputStatistics | None = None  # the training or calibration input (domain-shift guard)
+    task: str | None = None  # "detector" or "classifier"; None: not recorded
 
 
 def _loads(key: str, text: str) -> Any:
@@ -255,6 +262,9 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
     postprocessing = (
         Postprocessing.from_json(_loads(POSTPROCESSING_KEY, props[POSTPROCESSING_KEY])) if POSTPROCESSING_KEY in props else Postprocessing()
     )
+    task = _loads(TASK_KEY, props[TASK_KEY]) if TASK_KEY in props else None
+    if task is not None and task not in TASKS:
+        raise MetadataError(f"metadata {TASK_KEY!r} must be one of {', '.join(TASKS)} or null, got {task!r}")
     statistics = None
     if STATISTICS_KEY in props:
         try:
@@ -270,6 +280,7 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMetadata:
         tool_versions=tool_versions,
         build=build,
         postprocessing=postprocessing,
+        task=task,
     )
 
 
@@ -301,6 +312,10 @@ def metadata_props(meta: ModelMetadata) -> dict[str, str]:
         props[POSTPROCESSING_KEY] = json.dumps(meta.postprocessing.to_json(), sort_keys=True)
     if meta.source_sha256:
         props[SOURCE_SHA256_KEY] = meta.source_sha256
+    if meta.task is not None:
+        if meta.task not in TASKS:
+            raise MetadataError(f"metadata {TASK_KEY!r} must be one of {', '.join(TASKS)} or null, got {meta.task!r}")
+        props[TASK_KEY] = json.dumps(meta.task)
     if meta.input_statistics is not None:
         props[STATISTICS_KEY] = json.dumps(meta.input_statistics.to_json(), sort_keys=True)
     return props
