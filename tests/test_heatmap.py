@@ -257,3 +257,21 @@ def test_serve_refuses_a_classifier_with_one_line_before_listening(tmp_path, cap
     assert main(["serve", "--model", f"heat={model}", "--port", "0", "--state", str(tmp_path / "state")]) == 1
     err = capsys.readouterr().err
     assert "model 'heat'" in err and "is a tile classifier; minescan serve serves detectors" in err
+
+
+def test_a_model_whose_metadata_contradicts_its_graph_is_refused_with_one_line(tmp_path):
+    import onnx
+
+    from minescan.engine import load_detector
+    from minescan.export.onnx_metadata import read_metadata, write_metadata
+    from minescan.model.metadata import MetadataError
+    from testkit.bright_classifier import build_bright_classifier
+
+    model = build_bright_classifier(size=64)
+    import dataclasses
+
+    write_metadata(model, dataclasses.replace(read_metadata(model), task="detector"))
+    path = tmp_path / "liar.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(MetadataError, match="says detector but the graph's outputs make it a classifier"):
+        load_detector(path)

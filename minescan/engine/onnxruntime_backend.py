@@ -104,6 +104,8 @@ class OnnxRuntimeDetector:
         try:
             self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
             check_input_size(self.metadata, self.signature)
+            if self.metadata.task is not None and self.metadata.task != self.task:
+                raise MetadataError(f"metadata 'minescan.task' says {self.metadata.task} but the graph's outputs make it a {self.task}")
         except MetadataError as exc:
             raise MetadataError(f"{path}: {exc}") from None
         self._max_batch = self.signature.batch or max_batch
