@@ -7,6 +7,11 @@ Faster R-CNN trained on such scenes by ``training/train_demo_detector.py`` and
 exported through ``minescan export``), writes GeoJSON, GeoPackage, the truth
 and a quicklook PNG, and prints precision, recall and AP per class against the
 truth, and the throughput.  It needs no TensorFlow.
+
+With ``classifier=True`` (``minescan demo --classifier``) the shipped tile
+classifier (``training/train_demo_classifier.py``) scans the same kind of scene
+into a probability heatmap COG, its regions and a heatmap quicklook, scored per
+cell against the truth (:mod:`minescan.results.heatmap_evaluation`).
 """
 
 from __future__ import annotations
@@ -22,22 +27,23 @@ from minescan.scan.scanner import Scanner
 from minescan.synthetic.mining import MiningSpec, write_mining_scene, write_truth
 
 MODELS = {"fp32": "demo_detector.onnx", "int8": "demo_detector_int8.onnx"}
+CLASSIFIERS = {"fp32": "demo_classifier.onnx", "int8": "demo_classifier_int8.onnx"}
 
 
 class DemoError(MinescanError):
     """Demo settings that cannot be used."""
 
 
-def shipped_model(precision: str = "fp32") -> Path:
-    """The demo detector shipped inside the package."""
-    path = Path(str(resources.files("minescan") / "models" / MODELS[precision]))
+def shipped_model(precision: str = "fp32", *, classifier: bool = False) -> Path:
+    """The demo detector (or tile classifier) shipped inside the package."""
+    path = Path(str(resources.files("minescan") / "models" / (CLASSIFIERS if classifier else MODELS)[precision]))
     if not path.is_file():
-        raise DemoError(f"the packaged demo detector {path} is missing; reinstall minescan")
+        raise DemoError(f"the packaged demo {'classifier' if classifier else 'detector'} {path} is missing; reinstall minescan")
     return path
 
 
 def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, int] = (4096, 4096),
-             precision: str = "fp32") -> list[Path]:
+             precision: str = "fp32", classifier: bool = False) -> list[Path]:
     """Generate, scan, write and score; print where everything is; return the files written."""
     width, height = size
     seed = seed if seed is not None else secrets.randbelow(2**31)
@@ -49,6 +55,8 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, i
     truth = layout.truth()
     print(f"placed {int((truth.classes == 1).sum())} illegal and {int((truth.classes == 2).sum())} legal mining sites "
           f"and {len(layout.distractors())} look-alikes")
+    if classifier:
+        return _classifier_demo(out, scene_path, layout, shipped_model(precision, classifier=True), width * height * 1e-4)
     model = shipped_model(precision)
     scanner = Scanner(model)
     result = scanner.scan(scene_path)
@@ -70,6 +78,33 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, i
     elif result.input_shift is not None:
         print(f"input shift {result.input_shift:.2f} (threshold {plan.shift_threshold:g}): the scene looks like "
               "the model's training input")
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def _classifier_demo(out: Path, scene_path: Path, layout, model: Path, km2: float) -> list[Path]:
+    """The heatmap half of the demo: scan, write heatmap, regions, truth and quicklook, score per cell."""
+    from affine import Affine
+
+    from minescan.results.heatmap_evaluation import evaluate_heatmap
+
+    scanner = Scanner(model)
+    result = scanner.scan(scene_path)
+    label = result.band_labels[result.class_id() - 1]
+    written = [result.write(out / "heatmap.tif"), result.write_regions(out / "regions.gpkg", 0.5),
+               write_truth(out / "truth.geojson", layout, scene=result.scene),
+               result.write_quicklook(out / "quicklook.png", max_size=1024)]
+    rows, cols = result.probability().shape
+    print(f"scanned {result.tiles} windows of {result.window} px every {result.stride} px with {model.name} "
+          f"({scanner.backend}) in {result.seconds:.1f} s: {result.tiles_per_second:.0f} windows/s, "
+          f"{km2 / result.seconds:.0f} km2/s; heatmap {cols} x {rows} cells")
+    truth = layout.truth()
+    scores = evaluate_heatmap(result.probability(), Affine.scale(result.stride), truth.boxes, threshold=0.5, label=label,
+                              window_cells=result.window / result.stride)
+    print(scores.format())
+    if result.warning():
+        print(f"warning: {result.warning()}")
     for path in written:
         print(f"wrote {path}")
     return written

@@ -138,7 +138,7 @@ def test_the_command_line_prints_the_figures_and_reprojected_truth_scores_the_sa
     assert code == 0
     assert "(band 2 of 2, 'bright'; 8 x 6 cells of 640 m)" in out
     assert "(2 objects of classes 1 illegal_mining, 2 legal_mining as positive) in EPSG:32633" in out
-    assert "cells 48: 5 positive, 43 negative scored; 0 ambiguous and 0 nodata left out" in out
+    assert "cells 48, each judged on itself: 5 positive, 43 negative scored; 0 ambiguous and 0 nodata left out" in out
     assert "bright at probability >= 0.5: TP 5  FP 0  FN 0  TN 43" in out
     assert "precision 1.000  recall 1.000  F1 1.000  ROC AUC 1.000" in out
     assert _cli(capsys, folder / "heat.tif", wgs84)[1].split("\n")[1:] == out.split("\n")[1:]  # every figure the same
@@ -186,3 +186,21 @@ def _truth_boxes(pixel_boxes):
     x0, y0 = TRANSFORM * (boxes[:, 0], boxes[:, 1])
     x1, y1 = TRANSFORM * (boxes[:, 2], boxes[:, 3])
     return np.column_stack([x0, y1, x1, y0])
+
+
+def test_a_cell_is_judged_on_the_window_centred_on_it_when_the_heatmap_records_its_window():
+    from affine import Affine
+
+    # one 16 px site in cell (2, 2) of a 32 px grid; windows of 64 px (2 cells) every 32 px
+    site = np.array([[72.0, 72.0, 88.0, 88.0]])
+    per_cell = cell_labels((6, 6), Affine.scale(32), site)
+    per_window = cell_labels((6, 6), Affine.scale(32), site, window_cells=2.0)
+    assert per_cell[2, 2] == 1 and (per_cell == 1).sum() == 1 and (per_cell == 0).sum() == 35
+    # the 64 px window centred on a side neighbour holds half the site: positive; on a corner neighbour a
+    # quarter: ambiguous, left out
+    assert per_window[1:4, 1:4].tolist() == [[-1, 1, -1], [1, 1, 1], [-1, 1, -1]] and (per_window == 1).sum() == 5
+    # a map that is high exactly there scores 1 per window, but per cell reads its neighbours as false positives
+    probability = np.zeros((6, 6))
+    probability[1:4, 1:4] = 0.9
+    assert evaluate_heatmap(probability, Affine.scale(32), site, window_cells=2.0).f1 == 1.0
+    assert evaluate_heatmap(probability, Affine.scale(32), site).precision == pytest.approx(1 / 9)

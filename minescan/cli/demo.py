@@ -16,11 +16,14 @@ def _size(value: str) -> tuple[int, int]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="generate a Sentinel-2-like mining scene, scan it with the shipped demo detector, score it")
+    demo = sub.add_parser("demo", help="generate a Sentinel-2-like mining scene, scan it with the shipped demo detector (or --classifier), score it")
     demo.add_argument("--out-dir", default="minescan-demo", help="where to write the scene and results (default ./minescan-demo)")
     demo.add_argument("--seed", type=int, help="scene seed (default: a new one each run)")
     demo.add_argument("--size", type=_size, default="4096x4096", help="scene WIDTHxHEIGHT in px (default 4096x4096, 1678 km2)")
     demo.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="which shipped model to run (default fp32)")
+    demo.add_argument("--classifier", action="store_true",
+                      help="scan with the shipped tile classifier instead: a probability heatmap, its regions and quicklook, "
+                      "scored per cell against the truth")
     demo.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
     demo.set_defaults(handler=_run)
 
@@ -28,5 +31,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from minescan.demo import run_demo
 
-    run_demo(args.out_dir, seed=args.seed, size=args.size, precision=args.precision)
+    run_demo(args.out_dir, seed=args.seed, size=args.size, precision=args.precision, classifier=args.classifier)
     return 0

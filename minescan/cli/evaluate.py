@@ -152,7 +152,7 @@ def run_heatmap_evaluate(args: argparse.Namespace) -> int:
     keep = select_classes(truth.class_ids, args.truth_classes)
     classes = sorted({int(c) for c in truth.class_ids[keep]} | set(args.truth_classes or ()))
     report = evaluate_heatmap(heat.probability, heat.transform, truth.boxes(heat.crs)[keep], threshold=threshold,
-                              label=heat.label)
+                              label=heat.label, window_cells=heat.window_cells)
     crs = heat.crs.to_string() if heat.crs.to_epsg() is None else f"EPSG:{heat.crs.to_epsg()}"
     unit = heat.crs.axis_info[0].unit_name if heat.crs.axis_info else "map units"
     unit = {"metre": "m", "degree": "deg"}.get(unit, unit)

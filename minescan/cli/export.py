@@ -276,7 +276,7 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path, *, synthetic
     import onnx
 
     from minescan.export.onnx_metadata import read_metadata
-    from minescan.export.calibration import calibration_tiles
+    from minescan.export.calibration import calibration_tiles, tiles_for
     from minescan.export.detections import synthetic_tiles
     from minescan.export.variants import DEFAULT_INPUT_SIZE
 
@@ -285,7 +285,8 @@ def _verify_tiles(args: argparse.Namespace, model_path: str | Path, *, synthetic
     tiles = synthetic_tiles(synthetic, size, seed=0)
     if args.calibration:
         recipe = read_metadata(model).recipe  # as exported: the normalisation included
-        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, recipe, count=VERIFY_SCENE_TILES)])
+        tiles = np.concatenate([tiles, calibration_tiles(args.calibration, size, recipe,
+                                                         count=tiles_for(VERIFY_SCENE_TILES, size[0]))])
     return tiles
 
 

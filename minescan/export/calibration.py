@@ -86,6 +86,18 @@ def histogram_reference(directory: str | Path, recipe: Recipe) -> Normalisation:
     return Normalisation("histogram_match", percentiles=HISTOGRAM_PERCENTILES, reference=reference)
 
 
+PIXEL_BUDGET_TILE = 640  # px: tile counts are given for 640 px tiles, the scan's default
+MAX_TILES = 512
+
+
+def tiles_for(count: int, size: int) -> int:
+    """``count`` tiles of 640 px as a count of ``size`` px tiles covering about as many pixels (at most
+    :data:`MAX_TILES`, at least ``count``): 16 calibration tiles of 640 px are 512 windows of 64 px.  Small
+    windows each see little; a classifier's INT8 scales calibrated on 16 of them (of which few show mining)
+    cost 0.0098 F1 on fresh scenes, on 256 windows 0.0008 (benchmarks/classifier_architectures.md)."""
+    return int(min(MAX_TILES, max(count, round(count * (PIXEL_BUDGET_TILE / size) ** 2))))
+
+
 def calibration_tiles(
     directory: str | Path, size: tuple[int, int], recipe: Recipe, *, count: int = 16
 ) -> np.ndarray:

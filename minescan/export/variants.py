@@ -31,7 +31,7 @@ import onnx
 
 from minescan.export.onnx_metadata import read_metadata, write_metadata
 from minescan.results.atomic import write_atomically
-from minescan.export.calibration import calibration_tiles
+from minescan.export.calibration import calibration_tiles, tiles_for
 from minescan.export.detections import open_session, synthetic_tiles
 from minescan.export.errors import ExportError
 from minescan.export.precision import Float16Report, to_float16
@@ -162,9 +162,10 @@ def _calibration(model: onnx.ModelProto, directory: str | Path | None, size: tup
     """The INT8 calibration tiles and a line saying where they came from."""
     tile_size = size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
     if directory is None:
-        tiles = synthetic_tiles(CALIBRATION_TILES, tile_size, seed=1)
+        tiles = synthetic_tiles(tiles_for(CALIBRATION_TILES, tile_size[0]), tile_size, seed=1)
         return tiles, f"{len(tiles)} synthetic tiles (no --calibration given; pass scenes for real scales)"
-    tiles = calibration_tiles(directory, tile_size, read_metadata(model).recipe, count=CALIBRATION_TILES)
+    tiles = calibration_tiles(directory, tile_size, read_metadata(model).recipe,
+                              count=tiles_for(CALIBRATION_TILES, tile_size[0]))
     return tiles, f"{len(tiles)} tiles from the scenes in {directory}"
 
 

@@ -177,6 +177,8 @@ class ProbabilityReport:
     agreeing: int  # windows with the same decision (top class; p >= 0.5 for one sigmoid output)
     tolerance: float
     min_agreement: float
+    mean_diff: float = 0.0  # mean |probability difference| over windows and classes
+    mean_tolerance: float = float("inf")
 
     @property
     def agreement(self) -> float:
@@ -186,18 +188,21 @@ class ProbabilityReport:
     @property
     def passed(self) -> bool:
         """Something was compared, the probabilities agree within tolerance and enough decisions are kept."""
-        return self.windows > 0 and self.max_diff <= self.tolerance and self.agreement >= self.min_agreement
+        return (self.windows > 0 and self.max_diff <= self.tolerance and self.mean_diff <= self.mean_tolerance
+                and self.agreement >= self.min_agreement)
 
     def format(self) -> str:
         """One readable line, the verdict first."""
         decision = "top class" if self.classes > 1 else f"decision at p >= {SIGMOID_THRESHOLD:g}"
+        mean = "" if self.mean_tolerance == float("inf") else f", mean {self.mean_diff:.3g} (tolerance {self.mean_tolerance:g})"
         return (f"{'PASS' if self.passed else 'FAIL'}: max probability diff {self.max_diff:.3g} (tolerance "
-                f"{self.tolerance:g}), same {decision} on {self.agreeing}/{self.windows} windows "
+                f"{self.tolerance:g}){mean}, same {decision} on {self.agreeing}/{self.windows} windows "
                 f"({self.agreement:.1%}, need {self.min_agreement:.0%}), {self.classes} class(es)")
 
 
 def compare_probabilities(
-    reference: np.ndarray, candidate: np.ndarray, *, tolerance: float = PROBABILITY_TOLERANCE, min_agreement: float = 1.0
+    reference: np.ndarray, candidate: np.ndarray, *, tolerance: float = PROBABILITY_TOLERANCE, min_agreement: float = 1.0,
+    mean_tolerance: float = float("inf"),
 ) -> ProbabilityReport:
     """Compare two classifiers' probabilities [N, C] for the same windows (a pure function of the arrays)."""
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
@@ -210,6 +215,8 @@ def compare_probabilities(
         agreeing=int((_decisions(reference) == _decisions(candidate)).sum()),
         tolerance=tolerance,
         min_agreement=min_agreement,
+        mean_diff=float(np.abs(reference - candidate).mean()) if reference.size else 0.0,
+        mean_tolerance=mean_tolerance,
     )
 
 

@@ -13,6 +13,7 @@ atomically (:func:`minescan.results.atomic.atomic_path`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,14 @@ def write_heatmap(path: str | os.PathLike[str], probabilities: np.ndarray, *, tr
     path = Path(path)
     cell_transform = transform * Affine.scale(stride) if transform is not None else None
     data = probabilities.astype(np.float32) if as_float else encode_uint8(probabilities)
-    # COG makes overviews down to one block: small maps (a 10980 px scene at stride 64 is 172 cells a side)
-    # get 128-cell blocks, the smallest GDAL's COG driver accepts, so they still have an overview level.
+    # COG makes overviews only down to one block, and its smallest block is 128: a small map (a 10980 px scene at
+    # stride 64 is 172 cells a side, a 2048 px demo at stride 32 is 64) would get none; ask for its levels, down
+    # to about 16 cells a side.
     block = 128 if max(rows, cols) <= 1024 else 256
+    levels = {} if block == 256 else {"OVERVIEW_COUNT": max(1, math.ceil(math.log2(max(rows, cols) / 16)))}
     profile = dict(driver="COG", width=cols, height=rows, count=classes, dtype=data.dtype.name, crs=crs,
                    transform=cell_transform, nodata=float("nan") if as_float else UINT8_NODATA,
-                   BLOCKSIZE=block, COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="AVERAGE")
+                   BLOCKSIZE=block, COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="AVERAGE", **levels)
     try:
         with atomic_path(path) as temporary:
             with rasterio.open(temporary, "w", **profile) as dst:
