@@ -28,3 +28,20 @@ def test_precision_speed_scores_both_shipped_models_and_writes_its_table(tmp_pat
         assert re.fullmatch(r"\d+\.\d\dx", cells[6]) and re.fullmatch(r"\d+\.\d\dx", cells[8]), row
     assert rows["FP32"].count("| 1.00x |") == 2  # the baseline of both ratios
     assert out.read_text().startswith("Measured ") and "seeds 7" in out.read_text()
+
+
+def test_heatmap_scene_compares_the_heatmap_scan_with_a_detection_scan_of_the_same_scene(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from minescan.synthetic.mining import MiningSpec, write_mining_scene
+
+    scene = tmp_path / "scene.tif"
+    write_mining_scene(scene, MiningSpec(width=1024, height=768, seed=5))
+    out = tmp_path / "heatmap_scene.md"
+    subprocess.run([sys.executable, str(BENCHMARKS / "heatmap_scene.py"), "--scene", str(scene), "--runs", "1",
+                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=300)
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| heatmap") or line.startswith("| detection")]
+    assert len(rows) == 3, out.read_text()
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.strip("|").split("|")] for row in rows}
+    # 64 px windows every 64 px over 1024 x 768: 16 x 12; every 32 px (the default): 31 x 23
+    assert cells["heatmap, stride 64"][1] == "192" and cells["heatmap, default stride (half the window)"][1] == "713"
+    assert cells["detection scan (demo detector)"][6] == "1.00x"  # the baseline of the memory ratio
