@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from minescan.model.metadata import Normalisation  # noqa: E402
 from minescan.synthetic.mining import MINING_LABELS, MiningSpec  # noqa: E402
+from training.run_log import record_loss_fifths, run  # noqa: E402
 from training.tiles import TrainingScene, render_training_scene, sample_tile  # noqa: E402
 
 SCENE_SEED_BASE = 1000
@@ -158,20 +159,12 @@ def train(args: argparse.Namespace) -> dict:
     (out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
     (out / "training_log.md").write_text(_markdown(log))
     print(f"saved {out / 'saved_model'} and the training log in {log['seconds']:.0f} s", flush=True)
-    fifth = max(len(totals) // 5, 1)
-    log["first_fifth_loss"], log["last_fifth_loss"] = float(np.mean(totals[:fifth])), float(np.mean(totals[-fifth:]))
+    record_loss_fifths(log, totals)
     return log
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
-    log = train(args)
-    if args.check_decrease:
-        decreased = log["last_fifth_loss"] < log["first_fifth_loss"]
-        print(f"loss {'decreased' if decreased else 'did NOT decrease'}: "
-              f"{log['first_fifth_loss']:.4f} (first fifth) -> {log['last_fifth_loss']:.4f} (last fifth)")
-        return 0 if decreased else 1
-    return 0
+    return run(train, _arguments, argv)
 
 
 if __name__ == "__main__":
