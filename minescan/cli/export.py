@@ -148,9 +148,13 @@ def run_export(args: argparse.Namespace) -> int:
     check_options(args.target, args.precision, args.calibration)  # before the conversion's seconds
     if args.free_batch and args.target != "onnx":
         raise ExportError("--free-batch makes an ONNX Runtime model (for Triton's batching); it cannot go with --target tensorrt")
+    if args.max_proposals is not None and args.max_proposals < 1:
+        raise ExportError(f"--max-proposals must be at least 1, got {args.max_proposals}")
     from_onnx = Path(args.saved_model).suffix.lower() == ".onnx"
     classifier = _is_classifier(args.saved_model)
     _check_task_options(args, classifier)
+    if classifier and args.max_proposals is not None:
+        raise ExportError(f"--max-proposals is for two-stage detectors; {args.saved_model} is a tile classifier")
     if classifier and not from_onnx and not args.labels:
         from minescan.export.keras_classifier import missing_labels
 
@@ -162,7 +166,7 @@ def run_export(args: argparse.Namespace) -> int:
     postprocessing = {"drop_parts": args.drop_parts} if args.drop_parts else None
     loaded = None
     with tempfile.TemporaryDirectory(prefix="minescan-export-") as work:
-        staged = Path(work) / out.name if args.verify or args.free_batch else out
+        staged = Path(work) / out.name if args.verify or args.free_batch or args.max_proposals else out
         plain_path = staged if plain else Path(work) / "plain.onnx"
         if from_onnx:
             from minescan.export.convert import annotate_onnx
@@ -196,14 +200,30 @@ def run_export(args: argparse.Namespace) -> int:
             parity = verify_export(args.saved_model, plain_path, tiles=_verify_tiles(args, plain_path))
             print(parity.format())
             _check(parity, "ONNX Runtime disagrees with TensorFlow", out)
+        if args.max_proposals is not None:
+            _proposal_budget(args, plain_path)
         if not plain:
             _build_variant(args, plain_path, staged, classifier=classifier)
         if args.free_batch:
             _free_batch(staged)
-        if args.verify or args.free_batch:
+        if args.verify or args.free_batch or args.max_proposals is not None:
             write_atomically(out, staged.read_bytes())
             print(f"verified; wrote {out}" if args.verify else f"wrote {out}")
     return 0
+
+
+def _proposal_budget(args: argparse.Namespace, plain_path: Path) -> None:
+    """--max-proposals: rewrite the plain export at ``plain_path`` in place so its first stage keeps K proposals
+    (:mod:`minescan.export.proposals`); with --verify report the recall of the full model's detections on the
+    --verify tiles (a smaller budget may lose some: that is the trade, so it is reported, not failed)."""
+    from minescan.export.proposals import build_budget, proposal_recall
+
+    full = plain_path.read_bytes()
+    _, found = build_budget(plain_path, plain_path, args.max_proposals, where=args.saved_model)
+    print(f"--max-proposals {args.max_proposals}: {found.format()}")
+    if args.verify:
+        recall = proposal_recall(full, plain_path, _verify_tiles(args, plain_path), args.max_proposals, found.count)
+        print(recall.format() + ("" if recall.compared else "; nothing to compare: give --calibration scenes"))
 
 
 def _free_batch(path: Path) -> None:
@@ -341,6 +361,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="run a graph that takes batch 1 only (TF OD API exports) once per image in an ONNX Loop, "
                              "so it takes any batch (what Triton's dynamic batching needs); checked against batch-1 "
                              "calls on synthetic tiles; --target onnx only")
+    export.add_argument("--max-proposals", type=int, metavar="K",
+                        help="two-stage detectors (Faster R-CNN): the first stage keeps at most K proposals instead of "
+                             "its configured number (300 in the OD API zoo configs), so the second stage runs K times; "
+                             "1..configured; --verify reports the recall of the full model's detections")
     export.add_argument("--input-size", type=int, metavar="PX",
                         help="fix the input to PX x PX (default: the model's own; for tensorrt, 640 if it takes any size)")
     classifiers = export.add_argument_group("tile classifiers (Keras)")

@@ -116,6 +116,8 @@ def build_variant(
     build = {"target": target, "precision": precision, "input_size": list(size) if size else None, "calibration": source or None}
     if precision == "int8" and fp32_tail:
         build["fp32_tail"] = fp32_tail
+    # A proposal budget (minescan.export.proposals) is part of the graph the variant is built from: keep saying so.
+    build.update({k: v for k, v in read_metadata(model).build.items() if k in ("max_proposals", "proposals_configured")})
     metadata = dataclasses.replace(read_metadata(model), input_size=size or read_metadata(model).input_size, build=build)
     write_metadata(model, metadata)
     data = model.SerializeToString()
