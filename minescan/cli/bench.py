@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="tile classifiers: px between windows (default half the window, as scan)")
     bench.add_argument("--json", help="also write the figures as JSON here")
     bench.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
-    bench.set_defaults(handler=run_bench, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
+    bench.set_defaults(handler=run_bench, gate=None, gate_threshold=None, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
                        boa_offset=True, labels=None, shift_threshold=None, float=False,
                        regions=None, threshold=0.5)
 

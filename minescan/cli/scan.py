@@ -57,6 +57,12 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
                    "(.gpkg, .geojson, ...) with area, cells, max and mean probability")
     h.add_argument("--threshold", type=float, default=0.5, help="probability of a region (default 0.5)")
     h.add_argument("--float", action="store_true", help="write probabilities as float32 (NaN nodata) instead of uint8 x254")
+    c = p.add_argument_group("classifier gate (a cascade)")
+    c.add_argument("--gate", metavar="CLASSIFIER", help="a tile classifier (.onnx) that screens each detector tile: the "
+                   "tile's score is the max foreground probability of the classifier's windows inside it, and only tiles "
+                   "scoring at least --gate-threshold are detected")
+    c.add_argument("--gate-threshold", type=float, metavar="T",
+                   help=f"gate score a tile needs to reach the detector, in [0, 1] (default {DEFAULTS.gate_threshold:g}; needs --gate)")
     d.add_argument("--shift-threshold", type=float, metavar="S",
                    help="flag a scene as unreliable when its rendered input lies further than S (training standard "
                    f"deviations) from the model's training input (default {DEFAULTS.shift_threshold:g}; needs the model's "
@@ -116,7 +122,7 @@ def scan_options(args: argparse.Namespace):
         gain=args.gain, offset=args.offset, scale=args.scale, stretch=args.stretch, nodata=args.nodata, iou=args.iou,
         class_agnostic=args.class_agnostic, drop_parts=args.drop_parts, read_threads=args.read_threads,
         product_offset=args.boa_offset, labels=parse_labels(args.labels) if args.labels else None,
-        shift_threshold=args.shift_threshold, stride=args.stride,
+        shift_threshold=args.shift_threshold, stride=args.stride, gate_threshold=args.gate_threshold,
     )
 
 
@@ -137,7 +143,9 @@ def load_scanner(args: argparse.Namespace):
     """The model, loaded once for every scene; a notice (a GPU package that cannot reach its GPU) goes to stderr."""
     from minescan.scan.scanner import Scanner
 
-    scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers)
+    if args.gate_threshold is not None and not args.gate:
+        raise UsageError(f"--gate-threshold {args.gate_threshold:g} needs --gate CLASSIFIER")
+    scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers, gate=args.gate)
     if scanner.notice:
         print(f"minescan: note: {scanner.notice}", file=sys.stderr, flush=True)
     return scanner
@@ -209,8 +217,9 @@ def run_scan(args: argparse.Namespace) -> int:
     if warning:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
     flag = "" if result.reliable else f", FLAGGED as unreliable (input shift {result.input_shift:.2f})"
+    gated = f", {result.gate_note()}" if plan.gate else ""
     print(
-        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata), {len(result.detections)} detections{flag}, "
+        f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata{gated}), {len(result.detections)} detections{flag}, "
         f"{result.seconds:.1f} s, {result.tiles_per_second:.1f} tiles/s -> {args.out}"
     )
     return 0

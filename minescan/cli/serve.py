@@ -47,7 +47,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ServeUsageError("--max-batch and --max-queued-jobs must be at least 1, --batch-delay-ms 0 or more, "
                               "--max-body-mb positive")
     options = {k: v for k, v in (("backend", args.backend), ("threads", args.threads), ("workers", args.workers)) if v is not None}
-    settings = ServeSettings(models=models, state=Path(args.state), data_root=data_root, token=token,
+    gates = dict(args.gate)
+    settings = ServeSettings(models=models, gates=gates, state=Path(args.state), data_root=data_root, token=token,
                              max_batch=args.max_batch, batch_delay_ms=args.batch_delay_ms, options=options,
                              max_body=int(args.max_body_mb * 2**20), max_jobs_queued=args.max_queued_jobs)
     serve(settings, host=args.host, port=args.port)
@@ -63,6 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "Needs the 'serve' extra.")
     p.add_argument("--model", action="append", type=_model, required=True, metavar="NAME=PATH",
                    help="a model to serve (.onnx), repeatable")
+    p.add_argument("--gate", action="append", type=_model, default=[], metavar="NAME=CLASSIFIER",
+                   help="screen the scene jobs of model NAME with a tile classifier gate (.onnx; jobs take the option "
+                   f"gate_threshold, default {DEFAULTS.gate_threshold:g}); repeatable")
     p.add_argument("--host", default=DEFAULTS.serve_host, help=f"address to bind (default {DEFAULTS.serve_host}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULTS.serve_port, help=f"port (default {DEFAULTS.serve_port})")
     p.add_argument("--data-root", help="folder scene jobs may read from (paths in requests are relative to it); "

@@ -121,7 +121,7 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
     classes = {} if heatmap else _classes(result.detections, result.labels)
     return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped, classes, result.seconds,
-                   result.input_shift, plan.shift_threshold)
+                   result.input_shift, plan.shift_threshold, getattr(result, "gated", 0))
 
 
 def _failure(ctx: RunContext, exc: Exception) -> str:
@@ -171,7 +171,8 @@ def _line(index: int, total: int, report: SceneReport) -> str:
         return f"{head} done in an earlier run, skipped -> {o.result}"
     classes = ", ".join(f"{k} {v}" for k, v in sorted(o.detections.items()))
     flag = f", FLAGGED: input shift {o.input_shift:.2f} > {o.shift_threshold:g}, unreliable" if o.flagged else ""
-    return (f"{head} {o.tiles} tiles ({o.skipped} nodata), {sum(o.detections.values())} detections"
+    gated = f", {o.gated} gated off" if o.gated else ""
+    return (f"{head} {o.tiles} tiles ({o.skipped} nodata{gated}), {sum(o.detections.values())} detections"
             f"{f' ({classes})' if classes else ''}{flag}, {o.seconds:.1f} s -> {o.result}")
 
 
@@ -215,7 +216,10 @@ def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: 
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Journal(out_dir) as journal:
-            ctx = RunContext(scanner, file_digest(scanner.model_path), options, settings, journal, RunProgress(len(keys)))
+            digest = file_digest(scanner.model_path)
+            if getattr(scanner, "gate_path", None):  # a gated run's results depend on the gate's weights too
+                digest += "+gate:" + file_digest(scanner.gate_path)
+            ctx = RunContext(scanner, digest, options, settings, journal, RunProgress(len(keys)))
             reports, interrupted = _run(ctx, keys)
         summary = RunSummary(tuple(reports), str(scanner.model_path), str(out_dir), interrupted)
         _, markdown = write_summary(out_dir, summary)
@@ -225,7 +229,8 @@ def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: 
     flagged = f", {summary.flagged} FLAGGED as unreliable (input unlike the model's training input)" if summary.flagged else ""
     print(f"{summary.count('done')}/{len(keys)} scenes done, {summary.count('failed')} failed, {summary.count('pending')} pending"
           f"{flagged}; "
-          f"{summary.tiles} tiles, {sum(summary.detections.values())} detections; summary: {markdown}")
+          f"{summary.tiles} tiles{f' ({summary.gated} gated off)' if summary.gated else ''}, "
+          f"{sum(summary.detections.values())} detections; summary: {markdown}")
     if summary.interrupted:
         raise KeyboardInterrupt
     failed = [s for s in summary.scenes if s.status == "failed"]

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS scenes (
 """
 
 
-_ADDED_COLUMNS = ("input_shift", "shift_threshold")
+_ADDED_COLUMNS = ("input_shift", "shift_threshold", "gated")
 
 
 class JournalError(MinescanError):
@@ -66,6 +66,7 @@ class Outcome:
     seconds: float = 0.0
     input_shift: float | None = None  # the domain-shift guard's score (None: the model records no input statistics)
     shift_threshold: float | None = None
+    gated: int = 0  # tiles the classifier gate kept from the detector (minescan.scan.gate)
 
     @property
     def flagged(self) -> bool:
@@ -123,14 +124,15 @@ class Journal:
         """The row for input ``key``, or None."""
         row = self._db.execute(
             "SELECT input, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, "
-            "seconds, error, updated, input_shift, shift_threshold FROM scenes WHERE input = ?",
+            "seconds, error, updated, input_shift, shift_threshold, gated FROM scenes WHERE input = ?",
             (key,),
         ).fetchone()
         if row is None:
             return None
         (key, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, seconds, error, updated,
-         shift, threshold) = row
-        outcome = (Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds, shift, threshold)
+         shift, threshold, gated) = row
+        outcome = (Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds, shift, threshold,
+                           int(gated or 0))
                    if state == DONE else None)
         return Entry(key, product_id, fingerprint, state, attempts, outcome, error, updated)
 
@@ -148,9 +150,9 @@ class Journal:
         """Mark ``key`` done; call only once its files are in place."""
         self._write(
             "UPDATE scenes SET state = 'done', result = ?, quicklook = ?, tiles = ?, skipped = ?, detections = ?, "
-            "seconds = ?, input_shift = ?, shift_threshold = ?, updated = ? WHERE input = ?",
+            "seconds = ?, input_shift = ?, shift_threshold = ?, gated = ?, updated = ? WHERE input = ?",
             (outcome.result, outcome.quicklook, outcome.tiles, outcome.skipped, json.dumps(outcome.detections),
-             outcome.seconds, outcome.input_shift, outcome.shift_threshold, time.time(), key),
+             outcome.seconds, outcome.input_shift, outcome.shift_threshold, outcome.gated, time.time(), key),
         )
 
     def fail(self, key: str, product_id: str, fingerprint: str, reason: str) -> None:

@@ -66,6 +66,11 @@ class RunSummary:
         return sum(s.outcome.tiles for s in self.scenes if s.outcome)
 
     @property
+    def gated(self) -> int:
+        """Tiles the classifier gate kept from the detector, over the done scenes."""
+        return sum(s.outcome.gated for s in self.scenes if s.outcome)
+
+    @property
     def seconds(self) -> float:
         return sum(s.outcome.seconds for s in self.scenes if s.outcome)
 
@@ -81,6 +86,7 @@ class RunSummary:
                 "pending": self.count("pending"),
                 "flagged": self.flagged,
                 "tiles": self.tiles,
+                "gated": self.gated,
                 "detections": self.detections,
                 "seconds": round(self.seconds, 3),
             },
@@ -101,7 +107,8 @@ def to_markdown(summary: RunSummary) -> str:
         + (" **The run was interrupted**; the same command resumes it." if summary.interrupted else ""),
         "",
         f"{len(summary.scenes)} scenes: {summary.count('done')} done, {summary.count('failed')} failed, "
-        f"{summary.count('pending')} pending, {summary.flagged} flagged as unreliable; {summary.tiles} tiles, detections: {_classes(summary.detections)}; "
+        f"{summary.count('pending')} pending, {summary.flagged} flagged as unreliable; {summary.tiles} tiles"
+        f"{f' ({summary.gated} gated off by the classifier gate)' if summary.gated else ''}, detections: {_classes(summary.detections)}; "
         f"{summary.seconds:.1f} s scanning.",
         "",
         "| scene | status | tiles | detections | input shift | seconds | result |",

@@ -27,6 +27,7 @@ drop_parts            option, model, default (off)
 read_threads          option, default (two per core, at most 8)
 labels                option, model, class ids
 shift_threshold       option, default (the guard needs the model's input statistics)
+gate_threshold        option, default (only with a gate: :mod:`minescan.scan.gate`)
 ====================  ==============================================================
 
 Every entry point (the command line for one scene or a run, the Python API,
@@ -55,6 +56,7 @@ from minescan.raster.radiometry import (
 )
 from minescan.raster.scene import Scene
 from minescan.raster.sources.source import Source
+from minescan.scan.gate import GatePlan
 from minescan.scan.stitch import StitchSettings
 
 OPTION = "option"
@@ -110,6 +112,7 @@ class ScanOptions:
     labels: Mapping[int, str] | None = None
     shift_threshold: float | None = None
     stride: int | None = None  # classifiers: px between windows (default half the window)
+    gate_threshold: float | None = None  # with a gate: tiles scoring below this skip the detector
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -135,6 +138,8 @@ class ScanOptions:
         _check("stride", self.stride, isinstance(self.stride, int) and self.stride >= 1, "must be at least 1 px")
         _check("shift_threshold", self.shift_threshold, _finite(self.shift_threshold) and self.shift_threshold > 0,
                "must be positive")
+        _check("gate_threshold", self.gate_threshold, _finite(self.gate_threshold) and 0 <= self.gate_threshold <= 1,
+               "must be in [0, 1]")
         _check("read_threads", self.read_threads, isinstance(self.read_threads, int) and self.read_threads >= 1,
                "must be at least 1")
 
@@ -204,6 +209,7 @@ class ScanPlan:
     # (minescan.model.statistics); None when the model records no input statistics.
     input_shift: float | None = None
     shift_threshold: float = DEFAULTS.shift_threshold
+    gate: GatePlan | None = None  # the classifier gate (minescan.scan.gate); None: every tile is detected
 
     @property
     def shifted(self) -> bool:
@@ -238,7 +244,7 @@ class ScanPlan:
             "stitch": [self.stitch.iou_threshold, self.stitch.containment, self.stitch.edge_tolerance,
                        self.stitch.class_agnostic, self.stitch.drop_parts],
             "labels": {str(k): v for k, v in sorted(self.labels.items())},
-        }
+        } | ({"gate": [self.gate.name, self.gate.threshold, self.gate.window, self.gate.stride]} if self.gate else {})
 
     def explain(self) -> str:
         """The plan as readable lines, each value with where it came from (``minescan scan --dry-run``)."""
@@ -264,6 +270,8 @@ class ScanPlan:
             ("tiles", f"{self.tile} px {at('tile')}, overlap {self.overlap} px {at('overlap')}: {rows} x {cols} = {self.tiles} tiles{skipped}"),
             ("inference", f"{self.model.name} on {self.model.backend}, {threads}, batch {self.batch} {at('batch')}, "
                           f"score >= {self.score_threshold:g} {at('score_threshold')}"),
+            *([("gate", self.gate.describe() if self.gate else "none: every tile goes to the detector")]
+              if self.model.task != "classifier" else []),
             ("reading", f"{self.read_threads} reader thread(s) {at('read_threads')}"),
             ("stitching", f"IoU {self.stitch.iou_threshold:g} {at('iou')} inside the tiles' common window, "
                           f"{'class-agnostic' if self.stitch.class_agnostic else 'per class'}, drop parts {parts} {at('drop_parts')}"),

@@ -93,6 +93,7 @@ class ScanResult(SceneOutcome):
     """
 
     detections: SceneDetections = field(default_factory=SceneDetections.empty)
+    gated: int = 0  # tiles the classifier gate kept from the detector (plan.gate; not in ``skipped``)
 
     def warning(self) -> str | None:
         """One line for a flagged scene (None when it is not flagged)."""
@@ -102,7 +103,18 @@ class ScanResult(SceneOutcome):
         """What the result file records about the scan besides the features (the guard's verdict)."""
         return {"scene": self.scene, "model": self.plan.model.name, "input_shift": self.input_shift,
                 "shift_threshold": self.plan.shift_threshold, "reliable": self.reliable,
-                "detections": len(self.detections)}
+                "detections": len(self.detections)} | ({"gate": self.gate_metadata()} if self.plan.gate else {})
+
+    def gate_metadata(self) -> dict[str, Any]:
+        """The gate's model, threshold and the tiles it gated off (empty without a gate)."""
+        gate = self.plan.gate
+        return {} if gate is None else {"model": gate.name, "threshold": gate.threshold, "window": gate.window,
+                                        "stride": gate.stride, "gated": self.gated, "tiles": self.tiles}
+
+    def gate_note(self) -> str:
+        """``N tiles gated off by NAME at T`` ('' without a gate), for summaries."""
+        gate = self.plan.gate
+        return "" if gate is None else f"{self.gated} tiles gated off by {gate.name} at {gate.threshold:g}"
 
     @property
     def class_labels(self) -> list[str]:
@@ -264,13 +276,16 @@ class Scanner:
     ``model`` is a model file (ONNX in the detector contract, or a TensorRT
     engine) or an already loaded :class:`~minescan.engine.Detector`.
     ``backend``, ``threads`` and ``workers`` choose where and how it runs
-    (:func:`~minescan.engine.load_detector`).  Keyword ``defaults`` are
+    (:func:`~minescan.engine.load_detector`).  ``gate``, a tile classifier
+    (a file or a loaded one, run on the same backend), screens every
+    detector tile (:mod:`minescan.scan.gate`; threshold: the
+    ``gate_threshold`` option).  Keyword ``defaults`` are
     :class:`~minescan.scan.plan.ScanOptions` fields applied to every call
     unless the call gives its own.
     """
 
     def __init__(self, model: Any, backend: str = "auto", *, threads: int | None = None, workers: int | None = None,
-                 **defaults: Any) -> None:
+                 gate: Any = None, **defaults: Any) -> None:
         self.defaults = ScanOptions(**_options(defaults))  # bad values fail before the model loads
         if isinstance(model, (str, os.PathLike)):
             from minescan.engine import load_detector
@@ -281,6 +296,20 @@ class Scanner:
             self.model_path = getattr(model, "path", None)
             self.detector = model
         self.model = ModelFacts.of(self.detector, self.model_path.name if self.model_path else "model")
+        self.gate, self.gate_name, self.gate_path = None, None, None
+        if gate is not None:
+            from minescan.scan.gate import check_gate
+
+            if isinstance(gate, (str, os.PathLike)):
+                from minescan.engine import load_detector
+
+                self.gate_name, self.gate_path = Path(gate).name, Path(gate)
+                self.gate = load_detector(gate, backend=backend, threads=threads, workers=workers)
+            else:
+                self.gate_path = getattr(gate, "path", None)
+                self.gate_name = Path(self.gate_path).name if self.gate_path else "gate"
+                self.gate = gate
+            check_gate(self.gate, self.gate_name, self.model.task)
 
     @property
     def backend(self) -> str:
@@ -304,7 +333,27 @@ class Scanner:
         as the process.
         """
         source = self._source(source, sources_dir)
-        return plan_scan(source, self.options(**options), self.model, output=output, count_nodata_tiles=count_nodata_tiles)
+        return self._plan(source, self.options(**options), output=output, count_nodata_tiles=count_nodata_tiles)
+
+    def _plan(self, source: Source, options: ScanOptions, **kwargs: Any) -> ScanPlan:
+        """The plan, with the gate's when this scanner has one (its rendering checked against the detector's)."""
+        plan = plan_scan(source, options, self.model, **kwargs)
+        if self.gate is None:
+            if options.gate_threshold is not None:
+                raise ApiError(f"gate_threshold {options.gate_threshold:g} given, but the scanner has no gate")
+            return plan
+        from dataclasses import replace
+
+        from minescan.defaults import DEFAULTS
+        from minescan.scan.gate import check_rendering, plan_gate
+
+        gate_model = ModelFacts.of(self.gate, self.gate_name or "gate")
+        if self.gate.metadata.recipe != self.detector.metadata.recipe:  # else one rendering serves both
+            gate_plan = plan_scan(source, replace(options, tile=None, overlap=None, stride=None), gate_model)
+            check_rendering(gate_model.name, (plan.bands, plan.radiometry), (gate_plan.bands, gate_plan.radiometry))
+        threshold, origin = ((options.gate_threshold, "option") if options.gate_threshold is not None
+                             else (DEFAULTS.gate_threshold, "default"))
+        return replace(plan, gate=plan_gate(self.gate, gate_model.name, plan.tile, threshold, origin))
 
     def scan(self, source: str | os.PathLike[str] | Source | ScanPlan, *, progress: Progress | None = None,
              cancel: threading.Event | None = None, clock: StageClock | None = None,
@@ -333,7 +382,7 @@ class Scanner:
         from minescan.raster.memory import array_source
 
         with array_source(array, transform=transform, crs=crs, nodata=nodata, name=name) as source:
-            plan = plan_scan(source, self.options(**options), self.model)
+            plan = self._plan(source, self.options(**options))
             return self._run(plan, progress, cancel, None)
 
     def _source(self, source: str | os.PathLike[str] | Source, sources_dir: str | os.PathLike[str] | None) -> Source:
@@ -363,11 +412,18 @@ class Scanner:
                 probabilities=stats.result, stride=layout.stride, labels=plan.labels, crs=plan.crs, transform=plan.transform,
                 tiles=stats.tiles, skipped=stats.skipped, seconds=stats.seconds, plan=plan,
             )
-        stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel)
+        gate = None
+        if plan.gate is not None:
+            from minescan.scan.gate import Gate
+
+            if self.gate is None:
+                raise ApiError(f"the plan has the gate {plan.gate.name}, but this scanner has no gate loaded")
+            gate = Gate(self.gate, plan.gate)
+        stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel, gate=gate)
         return ScanResult(
             scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
-            skipped=stats.skipped, seconds=stats.seconds, plan=plan,
+            skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated,
         )
 
 

@@ -11,6 +11,9 @@ through it.  Its stages are threads joined by bounded queues
 2. non-empty tiles are stacked into batches; a tile row's end rides with the
    batch holding its last tile;
 3. ``detector.concurrency`` inference calls run side by side, results in order;
+   with a gate (:mod:`minescan.scan.gate`) each call first runs the classifier
+   on the batch's tiles and drops the tiles it gates off (they end like
+   nodata tiles: no detections, their row still ends);
 4. the consumer takes each tile's detections and each finished tile row.
 
 What happens to the detections is the consumer's business
@@ -37,6 +40,7 @@ from minescan.raster.gdal_cache import scan_block_cache, scan_cache_bytes
 from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
+from minescan.scan.gate import Gate
 from minescan.scan.pipeline import StageClock, ordered_map, threaded
 from minescan.scan.plan import ScanPlan
 
@@ -69,6 +73,7 @@ class StreamStats(Generic[R]):
     tiles: int
     skipped: int  # tiles that were entirely nodata and never reached the model
     seconds: float
+    gated: int = 0  # tiles the gate kept from the detector (not counted in skipped)
 
 
 @dataclass(frozen=True)
@@ -103,10 +108,26 @@ def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[
                     [t.nodata for t in tiles])
 
 
-def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock) -> Iterator[tuple[Batch, list]]:
-    """Run the detector on each batch, ``detector.concurrency`` batches at a time, results in order."""
+def screen(batch: Batch, gate: Gate, clock: StageClock) -> Batch:
+    """``batch`` without the tiles ``gate`` keeps from the detector (their rows' ends stay)."""
+    if batch.rgb is None:
+        return batch
+    with clock.time("gate", len(batch.tiles)):
+        keep = gate.passes(batch.rgb, batch.tiles)
+    if keep.all():
+        return batch
+    tiles = [t for t, k in zip(batch.tiles, keep) if k]
+    nodata = [m for m, k in zip(batch.nodata, keep) if k] if batch.nodata else batch.nodata
+    return Batch(tiles, batch.rgb[keep] if tiles else None, batch.rows_done, nodata)
+
+
+def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock: StageClock,
+          gate: Gate | None = None) -> Iterator[tuple[Batch, list]]:
+    """Run the detector on each batch (screened by ``gate`` first), ``detector.concurrency`` batches at a time, results in order."""
 
     def run(batch: Batch) -> tuple[Batch, list]:
+        if gate is not None:
+            batch = screen(batch, gate, clock)
         if batch.rgb is None:
             return batch, []
         with clock.time("inference", len(batch.tiles)):
@@ -165,12 +186,15 @@ def run_stream(
     clock: StageClock | None = None,
     tick: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    gate: Gate | None = None,
 ) -> StreamStats[R]:
     """Scan the plan's scene through the stream into ``consumer`` (see the module docstring).
 
     ``tick`` is called with the number of tiles just finished; ``clock``
     collects per-stage busy times (``minescan bench``); ``cancel``, when set,
-    stops the scan with :class:`ScanCancelled` within one batch.
+    stops the scan with :class:`ScanCancelled` within one batch; ``gate`` (a
+    fresh :class:`~minescan.scan.gate.Gate`, one per scan: it counts) screens
+    each batch before the detector.
     """
     clock = clock or StageClock()
     tick = tick or (lambda n: None)
@@ -181,7 +205,7 @@ def run_stream(
             reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock)
             reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
             batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
-            results = threaded(infer(batches, detector, plan.score_threshold, clock), maxsize=2, name="infer")
+            results = threaded(infer(batches, detector, plan.score_threshold, clock, gate), maxsize=2, name="infer")
             try:
                 processed = consume(results, consumer, clock, tick, cancel)
             finally:
@@ -191,4 +215,5 @@ def run_stream(
                     stage.close()
     with clock.time("stitch", 0):
         result = consumer.finish()
-    return StreamStats(result, len(grid), len(grid) - processed, time.perf_counter() - start)
+    gated = gate.gated if gate is not None else 0
+    return StreamStats(result, len(grid), len(grid) - processed - gated, time.perf_counter() - start, gated)

@@ -62,6 +62,7 @@ class ServeSettings:
     max_infer_pending: int = DEFAULTS.serve_max_infer_pending
     job_workers: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)  # Scanner defaults (threads, workers, backend)
+    gates: Mapping[str, str] = field(default_factory=dict)  # model name -> its classifier gate (minescan.scan.gate)
 
 
 class ServeError(MinescanError):
@@ -79,8 +80,11 @@ class Service:
         self.scanners: dict[str, Any] = {}
         self.batchers: dict[str, DynamicBatcher] = {}
         self.ready = False
+        unknown = sorted(set(settings.gates) - set(settings.models))
+        if unknown:
+            raise ServeError(f"gate for {unknown[0]!r}, but no model has that name; models: {', '.join(settings.models)}")
         for name, path in settings.models.items():
-            scanner = Scanner(path, **settings.options)
+            scanner = Scanner(path, gate=settings.gates.get(name), **settings.options)  # a gate screens its scene jobs
             if getattr(scanner.detector, "task", "detector") != "detector":
                 raise ServeError(f"model {name!r} ({path}) is a tile classifier; minescan serve serves detectors")
             if not hasattr(scanner.detector, "run_contract"):
@@ -259,6 +263,8 @@ def create_app(service: Service):
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ProtocolError(f"unknown option {unknown[0][:40]!r}; known: {', '.join(sorted(allowed))}")
+        if "gate_threshold" in options and service.scanners[model].gate is None:
+            raise ProtocolError(f"option gate_threshold: model {model!r} has no gate (minescan serve --gate {model}=CLASSIFIER)")
         try:
             ScanOptions(**options)
         except OptionError as exc:
