@@ -11,6 +11,7 @@ fixture, not part of minescan.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,11 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     marker, seconds, rest = Path(argv[0]), float(argv[1]), argv[2:]
+    # Ctrl-C as a terminal delivers it, whatever the test process left to its children: a parent that ignores
+    # or blocks SIGINT (it happened in full test runs after the in-process TensorFlow exports: the child exited
+    # 0 as if never interrupted) passes that on through exec, and Python then installs no handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from minescan.cli import main as minescan_main
     from minescan.engine.onnxruntime_backend import OnnxRuntimeDetector

@@ -129,9 +129,9 @@ def test_ctrl_c_mid_inference_exits_130_and_leaves_nothing(scene, square_model, 
         assert marker.exists() and run.poll() is None, run.stderr.read() if run.poll() is not None else "no inference"
         sent = time.monotonic()
         run.send_signal(signal.SIGINT)
-        # A second Ctrl-C, as a user would press it, if the first is not answered within a second: in two full
-        # suite runs on 2 loaded cores (2026-12-03) one SIGINT went unanswered (exit 0, nothing on stderr),
-        # never when the test ran alone; the cause is not found yet (see the stop note).
+        # A second Ctrl-C, as a user would press it, if the first is not answered within a second: in three
+        # full suite runs (2026-12-03) the SIGINT went unanswered (exit 0, nothing on stderr), never when the
+        # test ran alone; testkit.slow_inference now restores Ctrl-C handling the test process may pass on.
         try:
             stdout, stderr = run.communicate(timeout=1)
         except subprocess.TimeoutExpired:
