@@ -59,7 +59,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -67,6 +67,7 @@ from onnx import TensorProto, helper
 
 from minescan.export.errors import ExportError
 from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES
+from minescan.export.graph_walk import subgraphs as _subgraphs
 
 BATCH_DIM = "batch"
 BOX_SCORE_TOLERANCE = 1e-5
@@ -300,12 +301,6 @@ class _NameMaker:
         return name
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
 
 
 def _all_names(graph: onnx.GraphProto) -> set[str]:

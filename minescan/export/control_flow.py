@@ -35,6 +35,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from minescan.export.errors import ExportError
+from minescan.export.graph_walk import constants as _constants, subgraphs as _subgraphs
 
 
 def unroll_single_trip_loops(model: onnx.ModelProto) -> int:
@@ -143,12 +144,6 @@ def _inlined_if(node: onnx.NodeProto, constants: Mapping[str, np.ndarray], opset
     return nodes
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
 
 
 def _attribute(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
@@ -158,11 +153,6 @@ def _attribute(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
     raise ExportError(f"{node.op_type} node {node.name!r} has no {name} attribute")
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        yield from attribute.graphs
 
 
 def _adopt(graph: onnx.GraphProto, subgraph: onnx.GraphProto) -> None:

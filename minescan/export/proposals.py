@@ -48,13 +48,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from minescan.export.errors import ExportError
+from minescan.export.graph_walk import constants as _constants, subgraphs as _subgraphs
 
 RECALL_SCORE_FLOOR = 0.5  # the full model's detections whose recall is reported
 RECALL_BOX_TOLERANCE = 0.02  # normalized units (~13 px on a 640 px tile): a kept detection is one this near, same class
@@ -244,20 +244,8 @@ def proposal_recall(full, budgeted, tiles: np.ndarray, max_proposals: int, full_
                         report.unmatched_candidates)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
 
 
 def _outer_names(graph: onnx.GraphProto) -> set[str]:
