@@ -5,6 +5,8 @@ Run from the repository root (after the README's setup):
     .venv/bin/python benchmarks/proposal_budget.py                                  # the demo detector
     .venv/bin/python benchmarks/proposal_budget.py --model my_frcnn.onnx --ks 300,200,100,50
     .venv/bin/python benchmarks/proposal_budget.py --seeds 777 --size 1024 --rounds 3   # a smoke run
+    .venv/bin/python benchmarks/proposal_budget.py --model /tmp/r50/r50.onnx --seeds 777 --size 1152 \
+        --rounds 2 --timing-tiles 4 --append          # a costly model (~1.7 s/tile): few tiles, added below the demo rows
 
 For each model (default: the shipped demo detector) and each K of ``--ks`` that
 its first stage allows (1..its configured count; the others are listed as
@@ -21,7 +23,8 @@ and measured in one run:
   matched by the budgeted model's (same class, box within 0.02),
   :func:`minescan.export.proposals.proposal_recall`.
 
-Results go to benchmarks/proposal_budget.md.
+Results go to benchmarks/proposal_budget.md; with ``--append`` the run is added to it as a section of its
+own (header, table and notes), the earlier runs kept.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--timing-tiles", type=int, default=16)
     parser.add_argument("--out", type=Path, default=HERE / "proposal_budget.md")
+    parser.add_argument("--append", action="store_true", help="add this run to --out as a section of its own, keeping the earlier runs")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -136,8 +140,10 @@ def main() -> None:
         model_rows, note = measure(path, ks, seeds, args.size, args.rounds, args.timing_tiles)
         rows += model_rows
         notes.append(note)
+    title = (f"## {', '.join(f'`{p.name}`' for p in models)}, {date.today()}" if args.append
+             else "# Proposal budget: ms/tile and recall of the full model per K")
     text = "\n".join([
-        "# Proposal budget: ms/tile and recall of the full model per K",
+        title,
         "",
         f"Measured {date.today()} on {cpu_description()}, ONNX Runtime {ort.__version__} CPU (one 1-thread session per model, batch 1), "
         f"Python {platform.python_version()}, load average {load:.1f} at the start (a shared machine); "
@@ -151,6 +157,8 @@ def main() -> None:
         "Made by `benchmarks/proposal_budget.py`.",
         "",
     ])
+    if args.append and args.out.is_file():
+        text = args.out.read_text().rstrip("\n") + "\n\n" + text
     args.out.write_text(text)
     print(f"wrote {args.out}")
 

@@ -59,12 +59,32 @@ class Defaults:
     # recall 1.000 at every threshold from 0 to 0.9; at 0.2, 50% of tiles skipped (0.05: 17%, 0.9: 80%).
     # Few sites, one model pair: calibrate your own pair on your own labelled scenes.
     gate_threshold: float = 0.2
+    # The gate's windows inside a detector tile step by this share of the classifier's window: 1.0 lays them
+    # side by side (100 windows of 64 px per 640 px tile), 0.5 overlaps them by half (361), four times the
+    # classifier's work.  Measured with minescan calibrate-gate on the two sparse scenes above (demo pair):
+    # recall 1.000 at every threshold with either; at threshold 0.2, 64% of tiles skipped side by side and 50%
+    # at half-window steps (a tile's best window scores lower when fewer windows are laid over it).
+    gate_stride_share: float = 1.0
     # Windows per classifier call when the gate scores a batch (a 640 px tile holds 19 x 19 = 361 windows of
     # 64 px every 32 px): bounds the classifier's input and activations per call; not tuned.
     gate_windows_per_call: int = 256
     # Concurrency: ONNX Runtime calls side by side on the CPU, and reader threads.
     max_workers: int = 4
     max_read_threads: int = 8
+    # Model-aware split (minescan.engine.memory_budget): a model whose probe call takes at least this many
+    # seconds per 640 px tile is "costly" and gets costly_split instead of cpu_split.  The two models measured
+    # sit far on either side: the demo detector 0.03-0.13 s on its first call (two 1-thread calls 1.33x faster than one
+    # 2-thread call), the ResNet-50 fixture Faster R-CNN 1.4 s on its first call (one 2-thread call as fast as
+    # two 1-thread calls at 0.72x the peak RSS; benchmarks/memory_defaults.md).  Models between are not measured.
+    costly_call_s: float = 0.5
+    # Memory budget (minescan scan --max-memory): by default this share of the machine's RAM.  Half leaves
+    # the rest to the OS page cache the reader decodes from and to other processes; the default never refuses
+    # a model (one call always runs), it only caps how many calls are in flight.
+    memory_share: float = 0.5
+    # bytes the budget keeps for the reader and the queues besides the model's calls: two 1024-row strips and
+    # GDAL's cache for them measured ~100 MB on a 10980 px scene, the queues hold (3 x batch + batch) tiles of
+    # 1.2 MB at 640 px; the rest is headroom for the stitcher and the result.
+    scan_reserve: int = 256 * 2**20
     backend: str = "auto"
     # Scoring against truth (minescan evaluate, the demo): PASCAL/COCO's match IoU.
     match_iou: float = 0.5
@@ -111,6 +131,18 @@ class Defaults:
         if threads is None:
             threads = max(1, cores // workers)
         return threads, workers
+
+    def costly_split(self, cores: int | None = None) -> tuple[int, int]:
+        """(intra-op threads per call, concurrent calls) for a costly model: one call on every core.
+
+        Measured on 2 cores, the ResNet-50 fixture Faster R-CNN over 9 tiles
+        (benchmarks/memory_defaults.md, 2026-12-03, load 2-3): one 2-thread call
+        14.4 s, two 1-thread calls 14.6 s, and each call in flight holds its own
+        activations (the probe: about 660 MiB per call), so the second call costs
+        memory (peak RSS 1853 against 1335 MiB, ORT's session defaults) and buys
+        nothing.  Above 2 cores not measured.
+        """
+        return max(1, cores or available_cores()), 1
 
 
 DEFAULTS = Defaults()

@@ -204,3 +204,76 @@ def write_stac_item(path: str | os.PathLike[str], band_files: dict[str, Path], *
     }
     path.write_text(json.dumps(item, indent=2))
     return path
+
+
+# --- a .SAFE product from any 4-band (B02, B03, B04, B08) GeoTIFF, streamed ---------------------------------
+
+# Real Sentinel-2 bands are JPEG 2000 in 1024 px tiles; lossless (5/3 reversible wavelet, all layers).
+JP2_TILED = dict(QUALITY=100, REVERSIBLE="YES", BLOCKXSIZE=1024, BLOCKYSIZE=1024, RESOLUTIONS=6)
+
+
+def _raster_geometry(src) -> SceneSpec:
+    """A SceneSpec carrying only what ``_tile_metadata`` reads (size, EPSG, upper-left corner) of an open raster."""
+    epsg = src.crs.to_epsg()
+    if epsg is None or abs(src.transform.a - 10) > 1e-9 or abs(src.transform.e + 10) > 1e-9:
+        raise ValueError(f"{src.name}: a .SAFE needs a 10 m raster in an EPSG CRS, got {src.crs} at {src.res}")
+    return SceneSpec(width=src.width, height=src.height, objects=0, epsg=epsg, origin=(src.transform.c, src.transform.f))
+
+
+def _encode_band(src, index: int, target: Path, product: ProductSpec, tmp: Path, options: dict, strip: int = 1024,
+                 constant: int | None = None) -> None:
+    """Band ``index`` of ``src`` (or ``constant``) as the product stores it, into a lossless tiled JPEG 2000 at ``target``.
+
+    The DN go strip by strip into a temporary tiled GeoTIFF, which GDAL's
+    JP2OpenJPEG CreateCopy then encodes tile row by tile row, so memory stays
+    bounded by a strip and a row of 1024 px tiles.
+    """
+    from rasterio.shutil import copy as gdal_copy
+    from rasterio.windows import Window
+
+    staging = tmp / f"{target.stem}.tif"
+    profile = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint16", crs=src.crs,
+                   transform=src.transform, tiled=True, blockxsize=1024, blockysize=1024)
+    with rasterio.open(staging, "w", **profile) as dst:
+        for top in range(0, src.height, strip):
+            window = Window(0, top, src.width, min(strip, src.height - top))
+            if constant is None:
+                data = _offset_dn(src.read(index, window=window), product)
+            else:
+                data = np.full((window.height, window.width), constant, np.uint16)
+            dst.write(data, 1, window=window)
+    gdal_copy(staging, target, driver="JP2OpenJPEG", **options)
+    staging.unlink()
+
+
+def write_safe_from_raster(folder: str | os.PathLike[str], raster: str | os.PathLike[str],
+                           product: ProductSpec = ProductSpec(), *, jp2_options: dict | None = None) -> Path:
+    """Write the 4-band (B02, B03, B04, B08) uint16 GeoTIFF ``raster`` as a ``.SAFE`` product in ``folder``; return its path.
+
+    Like :func:`write_safe` (same metadata, same offset rule, AOT/WVP for
+    L2A), but for any such raster of any size (e.g. a full 10980 px mining
+    scene), with bands encoded as real products are: lossless JPEG 2000 in
+    1024 x 1024 px tiles (:data:`JP2_TILED`, overridable by ``jp2_options``),
+    one band at a time without holding the scene in memory.
+    """
+    options = dict(JP2_TILED, **(jp2_options or {}))
+    root = Path(folder) / f"{product.name}.SAFE"
+    granule = f"{product.level}_{product.tile}_A000001_{product.sensing}"
+    stem = f"{product.tile}_{product.sensing}"
+    image_dir = f"GRANULE/{granule}/IMG_DATA" + ("/R10m" if product.level == "L2A" else "")
+    suffix = "_10m" if product.level == "L2A" else ""
+    image_files = [f"{image_dir}/{stem}_{band}{suffix}" for band in BANDS]
+    (root / image_dir).mkdir(parents=True)
+    with rasterio.open(raster) as src, tempfile.TemporaryDirectory(dir=folder, prefix=".safe-staging-") as tmp:
+        if src.count != len(BANDS) or src.dtypes[0] != "uint16":
+            raise ValueError(f"{raster}: expected {len(BANDS)} uint16 bands ({', '.join(BANDS)}), got {src.count} {src.dtypes[0]}")
+        geometry = _raster_geometry(src)
+        for index, image in enumerate(image_files, start=1):
+            _encode_band(src, index, root / f"{image}.jp2", product, Path(tmp), options)
+        if product.level == "L2A":  # as write_safe: the 10 m subdataset also holds these
+            for extra in ("AOT", "WVP"):
+                _encode_band(src, 1, root / f"{image_dir}/{stem}_{extra}_10m.jp2", product, Path(tmp), options, constant=100)
+    (root / f"MTD_MSI{product.level}.xml").write_text(_main_metadata(product, image_files, granule))
+    (root / "GRANULE" / granule / "MTD_TL.xml").write_text(_tile_metadata(product, geometry))
+    (root / "manifest.safe").write_text(_MANIFEST.format(level=product.level[1:].lower(), level_text=product.level[1:]))
+    return root

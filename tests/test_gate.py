@@ -66,7 +66,7 @@ def test_threshold_zero_gates_nothing_and_a_low_one_gates_exactly_the_tiles_with
     same(low, plain)  # every square is bright: each tile a square reaches still goes to the detector
     assert len(plain.detections) == len(files["truth"].boxes)
     meta = low.metadata()["gate"]
-    assert meta == {"model": "bright.onnx", "threshold": ONE_PIXEL / 2, "window": 64, "stride": 32,
+    assert meta == {"model": "bright.onnx", "threshold": ONE_PIXEL / 2, "window": 64, "stride": 64,
                     "gated": expected, "tiles": 15}
     # At 1 only tiles holding a window a quarter bright (a square of at least 32 x 32 px) pass.
     strict = gated.scan(files["scene"], tile=TILE, overlap=OVERLAP, gate_threshold=1.0)
@@ -126,14 +126,14 @@ def test_the_command_line_shows_the_gate_in_the_plan_the_summary_and_the_result_
     assert main(["scan", *common, "--gate", gate, "--dry-run"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("gate "))
     assert line.startswith("gate        bright.onnx on ") and line.endswith(
-        ": windows of 64 px every 32 px inside each tile, tiles whose max P(bright) < 0.2 [default] skip the detector")
+        ": windows of 64 px side by side inside each tile, tiles whose max P(bright) < 0.2 [default] skip the detector")
     threshold = "0.0005"
     expected = tiles_without_squares(files["truth"], 900, 640)
     assert main(["scan", *common, "--gate", gate, "--gate-threshold", threshold, "--out", str(out)]) == 0
     assert f"15 tiles (0 skipped as nodata, {expected} tiles gated off by bright.onnx at 0.0005), 6 detections" \
         in capsys.readouterr().out
     meta = scan_metadata(out)
-    assert meta["gate"] == {"model": "bright.onnx", "threshold": 0.0005, "window": 64, "stride": 32,
+    assert meta["gate"] == {"model": "bright.onnx", "threshold": 0.0005, "window": 64, "stride": 64,
                             "gated": expected, "tiles": 15} and meta["detections"] == 6
     assert main(["scan", *common, "--gate", gate, "--gate-threshold", "1.5", "--out", str(out)]) == 1
     assert "--gate-threshold 1.5 is out of range: must be in [0, 1]" in capsys.readouterr().err
@@ -197,8 +197,16 @@ def test_calibrate_gate_prices_each_threshold_in_recall_and_skipped_tiles(files,
             files["gate"], "--tile", str(TILE), "--overlap", str(OVERLAP), "--thresholds", "0.0005,1", "--recall", "0.99"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"gate threshold 0.0005: recall 1.000 >= 0.99, {expected / 15:.1%} of tiles skipped" in out
-    assert main([*args[:-1], "1"]) == 0 and "gate threshold 0.0005: recall 1.000 >= 1" in capsys.readouterr().out
+    assert (f"gate threshold 0.0005: keeps 100.0% of the ungated recall (recall 1.000, ungated 1.000), "
+            f"{expected / 15:.1%} of tiles skipped") in out
+    assert main([*args[:-1], "1"]) == 0 and "gate threshold 0.0005: keeps 100.0%" in capsys.readouterr().out
+    # A truth object the detector cannot find lowers every recall, but not the share the gate keeps.
+    phantom = files["folder"] / "truth_phantom.gpkg"
+    boxes = np.vstack([truth.boxes, [[860, 600, 890, 630]]])  # a dark corner: no square there
+    write_detections(phantom, SceneDetections(boxes, np.ones(len(boxes), np.float32), np.append(truth.classes, 1)),
+                     transform=transform, crs=crs, labels={1: "red_square", 2: "blue_square"}, scene="scene.tif")
+    assert main([args[0], args[1], str(phantom), *args[3:]]) == 0
+    assert "gate threshold 0.0005: keeps 100.0% of the ungated recall (recall 0.857, ungated 0.857)" in capsys.readouterr().out
     assert main(args[:2] + args[3:]) == 1
     assert "give SCENE TRUTH pairs; 1 files is an odd number" in capsys.readouterr().err
 
@@ -233,3 +241,48 @@ def test_the_service_gates_the_scene_jobs_of_a_model_given_a_gate(files, tmp_pat
     assert result.metadata()["gate"]["model"] == "bright.onnx"
     with pytest.raises(ServeError, match="gate for 'other', but no model has that name; models: squares"):
         Service(ServeSettings(models={"squares": files["detector"]}, gates={"other": files["gate"]}, state=tmp_path / "s2"))
+
+
+def test_the_quicklook_dims_exactly_what_the_gate_kept_from_the_detector(files):
+    from minescan import Scanner
+
+    def read_png(path):
+        with rasterio.open(path) as png:
+            return np.moveaxis(png.read(), 0, -1).astype(int)
+
+    folder = files["folder"]
+    plain = Scanner(files["detector"]).scan(files["scene"], tile=TILE, overlap=OVERLAP)
+    low = Scanner(files["detector"], gate=files["gate"]).scan(files["scene"], tile=TILE, overlap=OVERLAP,
+                                                              gate_threshold=ONE_PIXEL / 2)
+    assert low.gated == len(low.gated_tiles) > 0
+    seen = read_png(plain.write_quicklook(folder / "plain.png", max_size=900))
+    gated = read_png(low.write_quicklook(folder / "gated.png", max_size=900))
+    # Unseen: pixels of gated tiles that no detected tile covers (quicklook at full size: scene pixels).
+    unseen = np.zeros((640, 900), bool)
+    for t in low.gated_tiles:
+        unseen[t.row_off:t.row_off + t.valid_height, t.col_off:t.col_off + t.valid_width] = True
+    places = {(t.row, t.col) for t in low.gated_tiles}
+    for t in TileGrid(900, 640, TILE, OVERLAP):
+        if (t.row, t.col) not in places:
+            unseen[t.row_off:t.row_off + t.valid_height, t.col_off:t.col_off + t.valid_width] = False
+    assert unseen.any() and not unseen.all()
+    assert np.array_equal(gated[~unseen], seen[~unseen])  # where the detector looked, the same picture
+    np.testing.assert_allclose(gated[unseen], (seen[unseen] * 0.35).astype(int), atol=1)
+
+
+def test_bench_profiles_the_gate_and_counts_the_tiles_it_keeps_from_the_detector(files, capsys):
+    import json
+
+    from minescan.cli import main
+
+    out = files["folder"] / "bench.json"
+    argv = ["bench", str(files["scene"]), "--model", files["detector"], "--gate", files["gate"], "--gate-threshold",
+            str(ONE_PIXEL / 2), "--tile", str(TILE), "--overlap", str(OVERLAP), "--batch", "4", "--threads", "1",
+            "--workers", "1", "--json", str(out)]
+    assert main(argv) == 0
+    expected = tiles_without_squares(files["truth"], 900, 640)
+    assert f"(4, 1, 1): {expected} of 15 tiles gated off" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["gated"] == expected and result["alone_s"]["gate"] > 0 and result["in_pipeline"]["gate"]["total_s"] > 0
+    assert main(["bench", str(files["scene"]), "--model", files["detector"], "--gate-threshold", "0.3"]) == 1
+    assert "--gate-threshold 0.3 needs --gate CLASSIFIER" in capsys.readouterr().err

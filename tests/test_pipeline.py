@@ -214,7 +214,11 @@ def test_bench_measures_every_stage_and_writes_json(make_scene, square_model, tm
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "efficiency" in printed and "CPU busy" in printed and f"wrote {out}" in printed
-    results = json.loads(out.read_text())["results"]
+    assert "decode-once floor:" in printed and "bands 3,2,1 each read once" in printed
+    payload = json.loads(out.read_text())
+    results, floor = payload["results"], payload["decode_floor"]
+    assert floor["bands"] == [3, 2, 1] and floor["seconds"] > 0 and floor["block"] == [512, 512]  # write_scene's blocks
+    assert all(r["pipeline_over_decode_floor"] == r["pipeline_s"] / floor["seconds"] for r in results)
     assert [(r["batch"], r["threads"], r["workers"]) for r in results] == [(2, 1, 1), (2, 1, 2)]
     grid_tiles = len(TileGrid(1500, 1100, 256, 64))
     for r in results:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from minescan.cli.options import int_list, positive, recipe_options
+from minescan.cli.options import add_max_memory, int_list, max_memory, positive, recipe_options
 from minescan.cli.scan import BACKENDS, UsageError, load_scanner, scan_options
 from minescan.defaults import DEFAULTS
 
@@ -34,9 +34,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--score-threshold", type=float, help=f"detectors: detection score threshold (default {DEFAULTS.score_threshold:g})")
     bench.add_argument("--stride", type=positive(int), metavar="PX",
                        help="tile classifiers: px between windows (default half the window, as scan)")
+    add_max_memory(bench)
     bench.add_argument("--json", help="also write the figures as JSON here")
     bench.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
-    bench.set_defaults(handler=run_bench, gate=None, gate_threshold=None, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
+    bench.add_argument("--gate", metavar="CLASSIFIER", help="detectors: profile with this classifier gate (see scan --gate)")
+    bench.add_argument("--gate-threshold", type=float, metavar="T",
+                       help=f"the gate's threshold (default {DEFAULTS.gate_threshold:g}; needs --gate)")
+    bench.set_defaults(handler=run_bench, stretch=None, nodata=None, iou=None, class_agnostic=False, drop_parts=None,
                        boa_offset=True, labels=None, shift_threshold=None, float=False,
                        regions=None, threshold=0.5)
 
@@ -46,7 +50,9 @@ def _flags(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from minescan.scan.bench import bench_setting, format_table, heatmap_layout, write_json
+    from minescan.scan.bench import (
+        bench_setting, format_decode_floor, format_table, heatmap_layout, measure_decode_floor, with_decode_floor, write_json,
+    )
     from minescan.scan.scanner import Scanner
 
     args.batch, batches = None, args.batch
@@ -60,7 +66,9 @@ def run_bench(args: argparse.Namespace) -> int:
         kind, hint = (("tile classifier", "its windows overlap by window - stride: use --stride") if task == "classifier"
                       else ("detector", "--stride sets a tile classifier's windows"))
         raise UsageError(f"{', '.join(wrong)} not for {args.model}, a {kind} ({hint})")
+    budget = max_memory(args.max_memory)
     print(f"backend: {probe.backend}")
+    print(f"calls: {probe.model.describe_split()}")
     if task == "classifier":  # the windows and cells, and a bad --stride fails here, before any timing
         plan = probe.plan(args.scene, **options.__dict__)
         layout = heatmap_layout(plan)
@@ -69,7 +77,8 @@ def run_bench(args: argparse.Namespace) -> int:
               f"{cols} x {rows} = {len(layout)} windows, heatmap {layout.shape[1]} x {layout.shape[0]} cells")
 
     def make(threads: int | None, workers: int | None):
-        return lambda: Scanner(args.model, backend=args.backend, threads=threads, workers=workers)
+        return lambda: Scanner(args.model, backend=args.backend, threads=threads, workers=workers, gate=args.gate,
+                               max_memory=budget)
 
     results = [
         bench_setting(args.scene, make(threads, workers), batch, options)
@@ -77,8 +86,11 @@ def run_bench(args: argparse.Namespace) -> int:
         for workers in (workers_list or [None])
         for batch in batches
     ]
+    floor = measure_decode_floor(probe.plan(args.scene, **options.__dict__))
+    results = with_decode_floor(results, floor)
     print(format_table(results))
+    print(format_decode_floor(floor, results))
     if args.json:
-        write_json(args.json, results, args.scene, args.model)
+        write_json(args.json, results, args.scene, args.model, floor)
         print(f"wrote {args.json}")
     return 0

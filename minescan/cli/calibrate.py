@@ -1,9 +1,9 @@
 """``minescan calibrate-gate``: the highest gate threshold that keeps the detector's recall on labelled scenes.
 
 Prints, for each candidate threshold, the detector's recall against the
-truth and the share of tiles the gate skips (:mod:`minescan.scan.calibrate_gate`),
-and names the highest threshold whose recall reaches ``--recall``; exit 1 when
-none does.
+truth, the share of the ungated recall it keeps, and the share of tiles the
+gate skips (:mod:`minescan.scan.calibrate_gate`), and names the highest
+threshold keeping ``--recall`` of the ungated recall; exit 1 when none does.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="SCENE TRUTH", help="pairs of a scene and its truth file (class_id per feature)")
     p.add_argument("--detector", required=True, help="the detector (.onnx)")
     p.add_argument("--gate", required=True, help="the tile classifier screening the detector's tiles (.onnx)")
-    p.add_argument("--recall", type=float, default=0.99, help="recall the threshold must keep, in (0, 1] (default 0.99)")
+    p.add_argument("--recall", type=float, default=0.99,
+                   help="share of the ungated detector's recall the threshold must keep, in (0, 1] (default 0.99)")
     p.add_argument("--thresholds", type=_thresholds, metavar="T,T,...",
                    help="candidate thresholds (default 0 to 0.9, dense near 0)")
     p.add_argument("--tile", type=int, help=f"detector tile size in px (default: the model's, else {DEFAULTS.tile})")
@@ -75,8 +76,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(result.format())
     choice = result.choice
     if choice is None:
-        print(f"no threshold keeps recall >= {args.recall:g} (ungated recall {result.points[0].recall:.3f})")
+        print(f"no threshold keeps {args.recall:.1%} of the ungated recall ({result.points[0].recall:.3f})")
         return 1
-    print(f"gate threshold {choice.threshold:g}: recall {choice.recall:.3f} >= {args.recall:g}, "
-          f"{choice.skipped:.1%} of tiles skipped (minescan scan --gate {scanner.gate_name} --gate-threshold {choice.threshold:g})")
+    print(f"gate threshold {choice.threshold:g}: keeps {choice.kept:.1%} of the ungated recall (recall "
+          f"{choice.recall:.3f}, ungated {result.points[0].recall:.3f}), {choice.skipped:.1%} of tiles skipped (minescan scan --gate {scanner.gate_name} --gate-threshold {choice.threshold:g})")
     return 0

@@ -77,3 +77,30 @@ def recipe_options() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, help="pixel values per unit reflectance (default: the model's, else "
                    f"{DEFAULTS.scale:g}; float scenes holding reflectance 0-1: 1)")
     return parent
+
+
+def max_memory(value: str | None) -> int | None:
+    """The bytes of ``--max-memory VALUE`` (None when not given), e.g. ``2G`` or ``1500M``.
+
+    Parsed when the command runs rather than by argparse, so a malformed size is
+    one line (``minescan: error: --max-memory 'abc' ...``) like every other fault.
+    """
+    from minescan.engine.memory_budget import MemoryBudgetError, parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except MemoryBudgetError:
+        raise MemoryBudgetError(f"--max-memory {value!r} not understood: give a size such as 2G, 1500M or "
+                                "a number of bytes (binary units: 1G = 1024M)") from None
+
+
+def add_max_memory(group) -> None:
+    """``--max-memory SIZE`` (scan, bench): the budget for the calls in flight (minescan.engine.memory_budget)."""
+    from minescan.defaults import DEFAULTS
+
+    group.add_argument("--max-memory", metavar="SIZE",
+                       help="memory the scan may use, e.g. 2G or 1500M: no more inference calls run at once than fit, "
+                       f"and a model whose one call does not fit is refused (default {DEFAULTS.memory_share * 100:.0f}%% of "
+                       "the machine's RAM, never refusing: at least one call runs)")

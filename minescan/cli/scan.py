@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minescan.cli.options import percentiles, positive, recipe_options
+from minescan.cli.options import add_max_memory, max_memory, percentiles, positive, recipe_options
 from minescan.defaults import DEFAULTS
 from minescan.engine.backends import BACKENDS  # plain Python: no ONNX Runtime until a model loads
 from minescan.errors import MinescanError
@@ -39,7 +39,10 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--batch", type=int, help=f"tiles per inference batch (default {DEFAULTS.batch})")
     d.add_argument("--threads", type=positive(int), help="ONNX Runtime intra-op threads per inference call (default: cores / --workers)")
     d.add_argument("--workers", type=positive(int),
-                   help=f"inference calls running at once on the CPU (default: one per core, at most {DEFAULTS.max_workers}; GPU backends: 1)")
+                   help=f"inference calls running at once on the CPU (default: chosen from the model's measured cost and "
+                   f"memory within --max-memory: one per core, at most {DEFAULTS.max_workers}, for cheap models, fewer "
+                   "for costly ones; GPU backends: 1)")
+    add_max_memory(d)
     d.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
                    help="where the model runs: auto (a GPU when ONNX Runtime has one, else the CPU), cpu, "
                    "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
@@ -145,7 +148,14 @@ def load_scanner(args: argparse.Namespace):
 
     if args.gate_threshold is not None and not args.gate:
         raise UsageError(f"--gate-threshold {args.gate_threshold:g} needs --gate CLASSIFIER")
-    scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers, gate=args.gate)
+    from minescan.engine.memory_budget import MemoryBudgetError
+
+    budget = max_memory(getattr(args, "max_memory", None))  # a malformed size fails before the model loads
+    try:
+        scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers, gate=args.gate,
+                          max_memory=budget)
+    except MemoryBudgetError as exc:
+        raise MemoryBudgetError(f"--max-memory {args.max_memory}: {exc}") from None
     if scanner.notice:
         print(f"minescan: note: {scanner.notice}", file=sys.stderr, flush=True)
     return scanner
@@ -209,10 +219,7 @@ def run_scan(args: argparse.Namespace) -> int:
         return 0
     result.write(args.out)
     if args.quicklook:
-        from minescan.results.quicklook import write_quicklook
-
-        write_quicklook(args.quicklook, plan.source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata,
-                        max_size=args.quicklook_size or DEFAULTS.quicklook_size)
+        result.write_quicklook(args.quicklook, max_size=args.quicklook_size or None)
     warning = result.warning()
     if warning:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)

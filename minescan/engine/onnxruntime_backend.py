@@ -5,9 +5,14 @@ model is checked against the OD API contract before anything runs, its
 ``minescan.*`` metadata too (:class:`~minescan.model.metadata.MetadataError`
 naming the file and the key: see :mod:`minescan.model.metadata`).
 
-On the CPU a scan runs several ``detect`` calls at once (``concurrency``,
-one per core by default, at most :data:`MAX_WORKERS`), each on its own
-intra-op threads (cores / workers): tiles are independent, so running them
+On the CPU a scan runs several ``detect`` calls at once (``concurrency``),
+each on its own intra-op threads.  What the caller does not give is chosen
+from the model's measured cost within a memory budget
+(:meth:`OnnxRuntimeDetector.limit_memory`, :mod:`minescan.engine.memory_budget`):
+one probe call at load times a tile and measures the memory a call in flight
+adds; a cheap model gets one call per core (at most :data:`MAX_WORKERS`), a
+costly one fewer calls with more threads, and never more calls than the
+budget holds.  For cheap models tiles are independent, so running them
 side by side keeps every core busy, where one call spread over all cores
 waits at the end of each operator for the slowest thread.  Measured on 2
 cores, batch 4 of 640 px tiles: the known-answer detector 17.8 ms/tile with
@@ -35,6 +40,7 @@ from minescan.model.contract import (
 from minescan.model.detections import BatchDetections, TileDetections
 from minescan.engine.detector import check_tiles, split_batch
 from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
+from minescan.engine.memory_budget import CpuSplit, MemoryBudget, ModelCost, choose_split, probe_call
 from minescan.errors import MinescanError
 
 
@@ -49,6 +55,18 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 
 
 MAX_WORKERS = DEFAULTS.max_workers  # concurrent calls on the CPU; more cores go to each call's intra-op threads
+
+# ONNX Runtime session memory settings (SessionOptions attributes) for costly models (see
+# minescan.engine.memory_budget): no memory patterns, so ORT does not pre-plan (and hold) one block per
+# input shape on top of its arena; the arena stays, so each call's activations reuse its memory.  Measured
+# 2026-12-03 on 2 shared cores (load 4-6), ResNet-50 fixture Faster R-CNN, one 2-thread call, 9 tiles of
+# 640 px, three alternating rounds: peak RSS 1330-1338 MiB with ORT's defaults, 1090-1095 MiB without
+# memory patterns, and the same CPU time (user + sys 18.7-20.3 s against 19.3-19.9 s).  Without the arena
+# too, peak RSS was no lower (1069-1173 MiB) and every call page-faulted its activations afresh: sys time
+# 4.5-4.9 s against 1.0, CPU time +20%.  Cheap models keep ORT's defaults: their calls are small, and the
+# demo detector without the arena peaked higher on its 64-tile scene (554 MiB against 494-501) and was no
+# faster; without memory patterns alone it is not measured.  Full table: benchmarks/memory_defaults.md.
+SESSION_MEMORY_SETTINGS: dict[str, object] = {"enable_mem_pattern": False}
 
 
 _BACKEND_NAMES = {
@@ -71,29 +89,28 @@ class OnnxRuntimeDetector:
         workers: int | None = None,
         max_batch: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        max_memory: int | str | None = None,
     ):
         path = Path(path)
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a folder, not a model file (an .onnx model, or a TensorRT .engine)")
         if not path.is_file():
             raise ModelLoadError(f"model not found: {path}")
-        on_cpu = providers[0] == "CPUExecutionProvider"
-        # A GPU provider serializes calls on its device anyway: one call at a time, all cores for its CPU nodes.
-        self.threads, self.concurrency = DEFAULTS.cpu_split(threads, workers) if on_cpu else (threads or available_cores(), 1)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        # ORT's intra-op threads spin-wait between ops by default; in a scan the reader and
-        # renderer threads need those cycles.  Measured on 2 cores, 5490 px scene, batch 8:
-        # 4.5 s with spinning, 2.9-4.1 s without.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=list(providers))
-        except Exception as exc:  # ORT raises its own exception types for every kind of bad file
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({reason})") from exc
         self.path = path
+        self._providers = tuple(providers)
+        self._asked = (threads, workers)
+        self.on_cpu = providers[0] == "CPUExecutionProvider"
+        # A GPU provider serializes calls on its device anyway: one call at a time, all cores for its CPU nodes.
+        self.threads, self.concurrency = DEFAULTS.cpu_split(threads, workers) if self.on_cpu else (threads or available_cores(), 1)
+        self.cost: ModelCost | None = None  # the probe call's measure (CPU only; see minescan.engine.memory_budget)
+        self.split: CpuSplit | None = None  # the chosen split and why (CPU only)
+        # On the CPU the first session is built as a costly model runs (lean, a costly split's threads unless the
+        # caller chose), so a costly model, the one whose session is slow to build and holds much memory, keeps
+        # it; a cheap one is rebuilt after the probe (milliseconds).
+        self._lean = self.on_cpu  # SESSION_MEMORY_SETTINGS applied
+        if self.on_cpu and threads is None and workers is None:
+            self.threads = DEFAULTS.costly_split()[0]
+        self._session = self._open(self.threads, self._lean)
         self.providers = tuple(self._session.get_providers())
         self.backend = _BACKEND_NAMES.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
         inputs, outputs = [_spec(a) for a in self._session.get_inputs()], [_spec(a) for a in self._session.get_outputs()]
@@ -109,6 +126,57 @@ class OnnxRuntimeDetector:
         except MetadataError as exc:
             raise MetadataError(f"{path}: {exc}") from None
         self._max_batch = self.signature.batch or max_batch
+        if self.on_cpu:
+            self.limit_memory(max_memory)
+
+    def _open(self, threads: int, lean: bool = False) -> ort.InferenceSession:
+        """A session on ``threads`` intra-op threads; ``lean``: with :data:`SESSION_MEMORY_SETTINGS`."""
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # ORT's intra-op threads spin-wait between ops by default; in a scan the reader and
+        # renderer threads need those cycles.  Measured on 2 cores, 5490 px scene, batch 8:
+        # 4.5 s with spinning, 2.9-4.1 s without.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        for name, value in (SESSION_MEMORY_SETTINGS.items() if lean else ()):
+            setattr(options, name, value)
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=list(self._providers))
+        except Exception as exc:  # ORT raises its own exception types for every kind of bad file
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({reason})") from exc
+
+    def limit_memory(self, max_memory: int | str | None = None) -> CpuSplit | None:
+        """Choose (threads per call, concurrent calls) for this model within ``max_memory`` (bytes or ``2G``).
+
+        None: the default budget (:class:`~minescan.engine.memory_budget.MemoryBudget`).  What the
+        caller gave at load (``threads``, ``workers``) is kept.  The first time, one probe call on
+        zero tiles measures the model (:func:`~minescan.engine.memory_budget.probe_call`); the
+        session is rebuilt if the chosen threads differ, and for a costly model with
+        :data:`SESSION_MEMORY_SETTINGS`.  Raises
+        :class:`~minescan.engine.memory_budget.MemoryBudgetError` when an explicit budget cannot
+        hold the calls.  GPU providers: nothing to choose (None); their memory is on the device.
+        """
+        if not self.on_cpu:
+            return None
+        budget = MemoryBudget.of(max_memory)
+        if self.cost is None:
+            size = self.signature.height or DEFAULTS.tile
+            count = self.signature.batch or 1
+            tiles = np.zeros((count, size, self.signature.width or size, 3), np.uint8)
+            try:
+                self.cost = probe_call(lambda: self._session.run(None, {INPUT_NAME: tiles}), count, size, self.threads)
+            except Exception:  # a graph that cannot run zero tiles fails at its first real call, in its own words
+                self.cost = None
+        threads, workers = self._asked
+        split = choose_split(self.cost, budget, threads=threads, workers=workers)
+        lean = self.cost is not None and self.cost.seconds_per_tile >= DEFAULTS.costly_call_s
+        if split.threads != self.threads or lean != self._lean:
+            del self._session  # freed before its successor is built: one model's weights in memory, not two
+            self._session = self._open(split.threads, lean)
+        self.threads, self.concurrency, self.split, self._lean = split.threads, split.workers, split, lean
+        return split
 
     @property
     def output_types(self) -> dict[str, np.dtype]:

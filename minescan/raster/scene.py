@@ -209,6 +209,7 @@ class Scene:
         if local and not self.path.exists():
             raise SceneError(f"scene not found: {self.dataset}")
         self._name = dataset_name(self.dataset)
+        self._decode_block: tuple[int, int] | None = None
         try:
             self._src: DatasetReader = rasterio.open(self.dataset)
         except RasterioError as exc:
@@ -293,6 +294,18 @@ class Scene:
     def block_shape(self) -> tuple[int, int]:
         """(rows, cols) of the file's blocks for the first chosen band."""
         return tuple(self._src.block_shapes[self.bands[0] - 1])  # type: ignore[return-value]
+
+    @property
+    def decode_block(self) -> tuple[int, int]:
+        """(rows, cols) the files behind the scene are decoded in: :attr:`block_shape`, or a VRT's sources' blocks.
+
+        See :mod:`minescan.raster.decoding`; found once per scene (it opens the files behind a VRT).
+        """
+        if self._decode_block is None:
+            from minescan.raster.decoding import native_block
+
+            self._decode_block = native_block(self.dataset, self.block_shape)
+        return self._decode_block
 
     @property
     def name(self) -> str:

@@ -5,7 +5,10 @@ overviews or JPEG 2000 resolution levels where the file has them) to at most
 ``max_size`` px a side, so a 10980 px Sentinel-2 tile becomes a PNG of a
 few MB.  Colours are stretched between the 2nd and 98th percentile of the
 valid pixels, for eyes rather than for the model; nodata is black.  Each
-detection is outlined in its class's colour.
+detection is outlined in its class's colour.  Where a classifier gate kept
+tiles from the detector, the pixels no detected tile covered are dimmed to a
+dark grey (``GATED_DIM``): the detector never looked there, so "nothing
+outlined" there means "not searched", not "nothing found".
 
 A heatmap's quicklook (:func:`render_heatmap`) shows one class's probability
 over the scene, dimmed to grey so the colours read as the map: cells below
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from minescan.results.atomic import write_atomically
 from minescan.results.png import encode_png
 from minescan.raster.radiometry import percentile_stretch
+from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.model.detections import SceneDetections
 
@@ -42,8 +47,32 @@ def _outline(image: np.ndarray, box: np.ndarray, colour: np.ndarray, width: int)
     image[y0:y1, max(x1 - width, x0) : x1] = colour
 
 
-def render(scene: Scene, detections: SceneDetections, max_size: int) -> np.ndarray:
-    """The quicklook image, uint8 [H, W, 3]."""
+GATED_DIM = 0.35  # brightness kept where the gate kept the detector away
+
+
+def _window(tile: Tile, scale: np.ndarray) -> tuple[slice, slice]:
+    """The quicklook pixels of ``tile``'s part inside the scene."""
+    x0, y0 = int(tile.col_off * scale[0]), int(tile.row_off * scale[1])
+    x1 = int(np.ceil((tile.col_off + tile.valid_width) * scale[0]))
+    y1 = int(np.ceil((tile.row_off + tile.valid_height) * scale[1]))
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _dim_gated(image: np.ndarray, gated: Sequence[Tile], grid: Iterable[Tile], scale: np.ndarray) -> None:
+    """Dim the pixels of ``gated`` tiles that no other tile of ``grid`` (one the detector ran on, or nodata) covers."""
+    unseen = np.zeros(image.shape[:2], bool)
+    for tile in gated:
+        unseen[_window(tile, scale)] = True
+    gated_places = {(t.row, t.col) for t in gated}
+    for tile in grid:
+        if (tile.row, tile.col) not in gated_places:
+            unseen[_window(tile, scale)] = False
+    image[unseen] = (image[unseen] * GATED_DIM).astype(np.uint8)
+
+
+def render(scene: Scene, detections: SceneDetections, max_size: int, *, gated: Sequence[Tile] = (),
+           grid: Iterable[Tile] | None = None) -> np.ndarray:
+    """The quicklook image, uint8 [H, W, 3]; ``gated`` tiles of ``grid`` dimmed (see the module docstring)."""
     sample = scene.overview(max_size)
     valid = ~sample.nodata
     if valid.any():
@@ -51,6 +80,8 @@ def render(scene: Scene, detections: SceneDetections, max_size: int) -> np.ndarr
     else:
         image = np.zeros((*sample.nodata.shape, 3), np.uint8)
     scale = np.array([image.shape[1] / scene.width, image.shape[0] / scene.height] * 2)
+    if gated:
+        _dim_gated(image, gated, grid if grid is not None else gated, scale)
     for box, klass in zip(detections.boxes.reshape(-1, 4), detections.classes):
         _outline(image, box * scale, _COLOURS[(int(klass) - 1) % len(_COLOURS)], 2)
     return image
@@ -106,9 +137,11 @@ def write_quicklook(
     bands: tuple[int, ...] | None,
     nodata: float | None,
     max_size: int,
+    gated: Sequence[Tile] = (),
+    grid: Iterable[Tile] | None = None,
 ) -> Path:
-    """Render the scene at ``dataset`` with ``detections`` and write it as a PNG at ``path``."""
+    """Render the scene at ``dataset`` with ``detections`` (``gated`` tiles of ``grid`` dimmed) and write it as a PNG at ``path``."""
     with Scene(dataset, bands=bands, nodata=nodata) as scene:
-        image = render(scene, detections, max_size)
+        image = render(scene, detections, max_size, gated=gated, grid=grid)
     write_atomically(path, encode_png(image))
     return Path(path)

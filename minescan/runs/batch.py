@@ -29,7 +29,6 @@ from minescan.runs.fingerprint import file_digest, fingerprint
 from minescan.runs.journal import DONE, Journal, Outcome
 from minescan.runs.outdir import lock_run_folder
 from minescan.runs.progress import RunProgress
-from minescan.results.quicklook import write_quicklook
 from minescan.runs.report import RunSummary, SceneReport, write_summary
 from minescan.raster.sources.resolve import resolve
 from minescan.raster.sources.source import Source, first_line, safe_name
@@ -108,10 +107,8 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
     quicklook = ctx.out_dir / f"{source.product_id}.png"
     heatmap = plan.model.task == "classifier"
     size = ctx.settings.quicklook_size
-    if size and heatmap:
+    if size:  # a detector's shows its detections and the tiles a gate kept from it; a classifier's its heatmap
         result.write_quicklook(quicklook, max_size=size)
-    elif size:
-        write_quicklook(quicklook, source.dataset, result.detections, bands=plan.bands, nodata=plan.nodata, max_size=size)
     else:
         quicklook.unlink(missing_ok=True)  # an earlier run's quicklook would show other detections
     suffix = "tif" if heatmap else ctx.settings.result_format  # a classifier's result is its heatmap (a COG)

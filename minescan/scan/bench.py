@@ -15,12 +15,22 @@ calls) it runs, on the same scene and the same tiles (a tile classifier's
    classifier *accumulate only*: the heatmap consumer blending the
    probabilities of pass 2 into the cell grid, with each window's nodata mask
    (kept from pass 1 next to the tiles), as a scan does;
+   With a classifier gate (``--gate``), the gate alone first scores every
+   tile (stage ``gate``), and the model-only pass runs the detector on the
+   tiles it passes, as the scan does;
 4. *pipeline*: a real scan and the result written from it (a GeoPackage; a
    classifier's heatmap COG), with per-stage busy times, peak RSS and the CPU
    time of all its threads.
 
 Efficiency is the pipeline's wall time over the slowest stage measured
 alone: 1.0 means every other stage hid completely behind the slowest.
+
+Once per bench, after the settings (so the files are in the page cache for
+it as for them): the scene's *decode-once floor*
+(:func:`~minescan.raster.decoding.decode_floor`): each band the scan reads,
+read once in whole decode blocks on the reader's threads and nothing else.  No
+scan can be faster; a cheap model's pipeline over it says what reading,
+rendering and cutting tiles cost on top of decoding.
 A classifier's figures count windows where a detector's count tiles
 (``windows``, ``windows_per_s`` in the JSON); a detector's output is as it
 always was.
@@ -41,6 +51,7 @@ import numpy as np
 
 from minescan.defaults import available_cores
 from minescan.engine.detector import Detector
+from minescan.raster.decoding import DecodeFloor, decode_floor
 from minescan.raster.gdal_cache import scan_block_cache
 from minescan.raster.scene import Scene
 from minescan.raster.strips import RenderedTile, RowEnd, StripReader
@@ -50,7 +61,7 @@ from minescan.scan.plan import ScanOptions, ScanPlan
 from minescan.scan.scanner import Scanner
 from minescan.results.atomic import write_atomically
 from minescan.scan.stitch import Stitcher
-from minescan.scan.stream import consume, gdal_cache_bytes, infer, make_batches, timed_reads
+from minescan.scan.stream import consume, gdal_cache_bytes, infer, keep_tiles, make_batches, timed_reads
 
 STAGES = ("read", "radiometry", "inference", "stitch", "write")
 CLASSIFIER_STAGES = ("read", "radiometry", "inference", "accumulate", "write")
@@ -130,6 +141,13 @@ class BenchResult:
     task: str = "detector"  # or "classifier": then ``tiles`` are windows
     stride: int | None = None  # classifier: px between windows (one heatmap cell)
     cells: tuple[int, int] | None = None  # classifier: (rows, cols) of the heatmap
+    decode_floor_s: float | None = None  # the scene's decode-once floor (wall s), when measured
+    gated: int = 0  # tiles a classifier gate kept from the detector in the pipeline
+
+    @property
+    def over_decode_floor(self) -> float | None:
+        """Pipeline wall time over the decode-once floor (1.0 = the scan costs no more than decoding)."""
+        return self.pipeline_s / self.decode_floor_s if self.decode_floor_s else None
 
     @property
     def unit(self) -> str:
@@ -159,6 +177,8 @@ class BenchResult:
             del data["detections"]
             data = {"task": self.task, **{"windows" if key == "tiles" else key: value for key, value in data.items()}}
             data.update(stride=self.stride, heatmap_cells=list(self.cells or ()))
+        if self.decode_floor_s is not None:
+            data["pipeline_over_decode_floor"] = self.over_decode_floor
         data.update({"slowest_stage": self.slowest, "efficiency": self.efficiency, "cpu_busy": self.cpu_busy,
                      f"{self.unit}_per_s": self.tiles / self.pipeline_s, "mpx_per_s": self.megapixels / self.pipeline_s,
                      "km2_per_s": self.km2 / self.pipeline_s})
@@ -245,12 +265,16 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
         with tempfile.TemporaryDirectory(prefix="minescan-bench-") as workdir:
             tiles, read_clock = _read_only(plan, scene, workdir, masks=classifier)
             warm_up(detector, min(batch, max(1, len(tiles.rgb))), grid.size)
+            gate_wall, keeps = _gate_alone(scanner, plan, tiles, batch, detector.concurrency)
+            batches = make_batches(tiles.items(), batch)
+            if keeps is not None:
+                batches = (keep_tiles(b, k) for b, k in zip(batches, keeps))
             # The floor is the wall time of the whole pass (busy times would sum over concurrent calls);
             # batches are stacked out of the memory map one at a time, so memory stays bounded.
             started = time.perf_counter()
             found = [
                 (dataclasses.replace(b, rgb=None), d)
-                for b, d in infer(make_batches(tiles.items(), batch), detector, plan.score_threshold, StageClock())
+                for b, d in infer(batches, detector, plan.score_threshold, StageClock())
             ]
             model_wall = time.perf_counter() - started
             stitch_clock = StageClock()
@@ -259,13 +283,13 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
             with stitch_clock.time("stitch", 0):
                 consumer.finish()
             del tiles, found
-    names = stages(scanner.model.task)
+    names = stages(scanner.model.task) + (("gate",) if plan.gate is not None else ())
     alone = {
         "read": read_clock.total("read"),
         "radiometry": read_clock.total("radiometry"),
         "inference": model_wall,
         names[3]: stitch_clock.total("stitch"),
-    }
+    } | ({"gate": gate_wall} if plan.gate is not None else {})
     clock = StageClock()
     reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -279,8 +303,43 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
         alone_s=alone, in_pipeline={s: StageTiming.of(clock, _CLOCK_STAGE.get(s, s)) for s in names},
         peak_rss_mb=peak_rss_bytes() / 2**20, cpu_s=cpu, cores=available_cores(), megapixels=megapixels, km2=area_km2,
         detections=0 if classifier else len(result.detections), task=scanner.model.task,
-        stride=layout.stride if layout else None, cells=layout.shape if layout else None,
+        stride=layout.stride if layout else None, cells=layout.shape if layout else None, gated=result.gated,
     )
+
+
+def _gate_alone(scanner: Scanner, plan: ScanPlan, tiles: _Tiles, batch: int, workers: int) -> tuple[float, list | None]:
+    """With a gate: its wall time scoring every tile alone, and which tiles of each batch it passes; else (0, None)."""
+    if plan.gate is None:
+        return 0.0, None
+    from minescan.scan.gate import Gate
+
+    gate = Gate(scanner.gate, plan.gate)
+    started = time.perf_counter()
+    keeps = list(ordered_map(lambda b: gate.passes(b.rgb, b.tiles) if b.rgb is not None else np.zeros(0, bool),
+                             make_batches(tiles.items(), batch), workers=workers, name="gate"))
+    return time.perf_counter() - started, keeps
+
+
+def measure_decode_floor(plan: ScanPlan) -> DecodeFloor:
+    """The decode-once floor of the plan's scene: its chosen bands, its decode blocks, the plan's reader threads."""
+    with plan.open_scene() as scene:
+        dataset, bands, block = scene.dataset, tuple(scene.bands), scene.decode_block
+    return decode_floor(dataset, bands, block, plan.read_threads)
+
+
+def with_decode_floor(results: list[BenchResult], floor: DecodeFloor) -> list[BenchResult]:
+    """The results with the floor's wall time recorded in each."""
+    return [dataclasses.replace(r, decode_floor_s=floor.seconds) for r in results]
+
+
+def format_decode_floor(floor: DecodeFloor, results: list[BenchResult]) -> str:
+    """One line: the floor, what it read, and the fastest pipeline over it."""
+    rows, cols = floor.block
+    best = min(results, key=lambda r: r.pipeline_s) if results else None
+    ratio = f"; fastest pipeline {best.pipeline_s:.2f} s = {best.over_decode_floor:.2f} x the floor" if best else ""
+    return (f"decode-once floor: {floor.seconds:.2f} s wall, {floor.cpu_seconds:.1f} CPU-s (bands "
+            f"{','.join(map(str, floor.bands))} each read once in {cols} x {rows} px decode blocks on {floor.threads} "
+            f"thread(s), nothing else){ratio}")
 
 
 def heatmap_layout(plan: ScanPlan) -> HeatmapLayout:
@@ -311,7 +370,7 @@ def format_table(results: list[BenchResult]) -> str:
     lines.append("")
     lines.append(f"stage        alone s | in pipeline: busy s  p50 ms/{one}  p95 ms/{one}   (batch, threads, workers)")
     for r in results:
-        for stage in stages(r.task):
+        for stage in r.in_pipeline:
             t = r.in_pipeline[stage]
             lines.append(
                 f"{stage:<11} {r.alone_s[stage]:>8.2f} | {t.total_s:>19.2f} {t.p50_ms:>{per}.2f} {t.p95_ms:>{per}.2f}   "
@@ -321,12 +380,19 @@ def format_table(results: list[BenchResult]) -> str:
     lines.append("efficiency = pipeline wall / slowest stage alone (1.00 = every other stage hidden); "
                  "CPU busy = CPU time of the pipeline / (wall x cores): near 100% the scan is CPU-bound, "
                  "and the stages can only share the cores, not hide behind each other")
+    gated = [r for r in results if "gate" in r.in_pipeline]
+    if gated:
+        lines.append("gate = the classifier scoring every tile; inference alone = the detector on the tiles it passes; "
+                     + "; ".join(f"({r.batch}, {r.threads or '-'}, {r.workers}): {r.gated} of {r.tiles} tiles gated off"
+                                 for r in gated))
     if unit == "windows":
         lines.append("accumulate = blending each window's probabilities into the heatmap's cells (a detector's stitch stage)")
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, results: list[BenchResult], scene: str, model: str) -> None:
+def write_json(path: str | Path, results: list[BenchResult], scene: str, model: str, floor: DecodeFloor | None = None) -> None:
     """The figures for machines."""
-    payload = {"scene": str(scene), "model": str(model), "cpu_count": os.cpu_count(), "results": [r.as_dict() for r in results]}
+    payload: dict = {"scene": str(scene), "model": str(model), "cpu_count": os.cpu_count(), "results": [r.as_dict() for r in results]}
+    if floor is not None:
+        payload["decode_floor"] = asdict(floor)
     write_atomically(path, json.dumps(payload, indent=2).encode())

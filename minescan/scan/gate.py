@@ -5,9 +5,9 @@ A cascade for scenes where mining covers a small share of the tiles: the gate
 not.  A detector tile's *gate score* is the highest probability of a
 foreground class (:func:`~minescan.scan.heatmap.foreground_classes`) over the
 classifier's windows inside the tile: windows of the classifier's size laid
-over the tile's part inside the scene every half window
-(:func:`~minescan.raster.grid.axis_starts`, so the last window of a row or
-column ends on the tile's edge).  A tile whose score is at or above the
+side by side over the tile's part inside the scene
+(``DEFAULTS.gate_stride_share``; :func:`~minescan.raster.grid.axis_starts`,
+so the last window of a row or column ends on the tile's edge).  A tile whose score is at or above the
 threshold goes to the detector; one below is *gated off*: it is counted and
 treated like an all-nodata tile (no detections; its row still ends, so
 stitching and progress stay exact).
@@ -18,13 +18,13 @@ the very pixels the detector would (one rendering serves both, so the gate's
 recipe must render the scene as the detector's does: :func:`check_rendering`).
 
 Cost, measured on 2 shared cores with the shipped demo models on a sparse
-4096 px demo scene (64 tiles of 640 px): the demo classifier scores the 361
-windows of a tile (64 px every 32 px) in about 0.2 s, ten times the demo
-detector's ~22 ms per tile, so the gate slows that pair down (1.4 s ungated,
-15.8 s gated at 0.2 with 30 tiles gated off); it pays off only for a detector
-that costs more than the gate per tile (the ResNet-50 Faster R-CNN: ~1.7 s).
-Windows every 64 px (100 per tile) took 7.4 s against 24.6 s at 32 px in
-one back-to-back run, gating 38 tiles instead of 30 (a lower max per tile).
+4096 px demo scene (64 tiles of 640 px): the demo classifier scores a tile's
+100 windows (64 px, side by side) in about 50 ms (0.52 ms a window; INT8
+0.26), twice the demo detector's ~22 ms per tile, so the gate slows that pair
+down; it pays off for a detector that costs more than the gate per tile (the
+ResNet-50 Faster R-CNN: ~1.7 s).  Windows every 32 px (361 per tile) took
+24.6 s against 7.4 s side by side in one back-to-back run, gating 30 tiles
+instead of 38.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class GatePlan:
 
     def describe(self) -> str:
         """One line for :meth:`~minescan.scan.plan.ScanPlan.explain`."""
-        return (f"{self.name} on {self.backend}: windows of {self.window} px every {self.stride} px inside each tile, "
+        laid = "side by side" if self.stride == self.window else f"every {self.stride} px"
+        return (f"{self.name} on {self.backend}: windows of {self.window} px {laid} inside each tile, "
                 f"tiles whose max P({', '.join(self.labels)}) < {self.threshold:g} [{self.threshold_origin}] skip the detector")
 
 
@@ -84,7 +85,8 @@ def plan_gate(gate: Any, name: str, tile: int, threshold: float, threshold_origi
     classes = gate.signature.classes or len(gate.metadata.labels) or 1
     foreground = tuple(foreground_classes(classes))
     labels = tuple(gate.metadata.labels.get(c, str(c)) for c in foreground)
-    return GatePlan(name, gate.backend, window, window // 2 or 1, float(threshold), threshold_origin, foreground, labels)
+    stride = max(1, round(window * DEFAULTS.gate_stride_share))
+    return GatePlan(name, gate.backend, window, stride, float(threshold), threshold_origin, foreground, labels)
 
 
 def check_rendering(name: str, detector: tuple[Any, Any], gate: tuple[Any, Any]) -> None:
@@ -106,6 +108,7 @@ class Gate:
         self.classifier, self.plan = classifier, plan
         self._lock = threading.Lock()
         self.gated = 0  # tiles gated off so far
+        self.gated_tiles: list[Tile] = []  # which (for the quicklook: the detector never looked there)
         # With ``record``: each screened tile's score by (tile row, tile col), for minescan calibrate-gate.
         self.scores_by_tile: dict[tuple[int, int], float] | None = {} if record else None
 
@@ -135,6 +138,7 @@ class Gate:
         keep = scores >= self.plan.threshold
         with self._lock:
             self.gated += int((~keep).sum())
+            self.gated_tiles.extend(t for t, k in zip(tiles, keep) if not k)
             if self.scores_by_tile is not None:
                 self.scores_by_tile.update({(t.row, t.col): float(s) for t, s in zip(tiles, scores)})
         return keep

@@ -163,14 +163,26 @@ class ModelFacts:
     fixed_size: int | None
     metadata: Any  # ModelMetadata
     task: str = "detector"  # or "classifier" (minescan.model.contract.model_task)
+    # Why this many calls x threads (minescan.engine.memory_budget.CpuSplit.reason): the model's measured
+    # cost and the memory budget; None when the backend has no choice to make (a GPU, a TensorRT engine).
+    split_reason: str | None = None
 
     @classmethod
     def of(cls, detector: Any, name: str) -> "ModelFacts":
         sig = detector.signature
         if (sig.height or sig.width) and sig.height != sig.width:
             raise TileGridError(f"{name}: model input is {sig.height}x{sig.width} px; minescan tiles are square")
+        split = getattr(detector, "split", None)
         return cls(name, detector.backend, detector.notice, getattr(detector, "threads", None), detector.concurrency,
-                   sig.height or None, detector.metadata, getattr(detector, "task", "detector"))
+                   sig.height or None, detector.metadata, getattr(detector, "task", "detector"),
+                   getattr(split, "reason", None))
+
+    def describe_split(self, why: bool = True) -> str:
+        """``2 concurrent call(s) x 1 thread(s) (model: 0.03 s/tile, 15 MiB per call; budget 12 GiB [default: ...])``."""
+        if not self.threads:
+            return "1 call at a time"
+        reason = f" ({self.split_reason})" if why and self.split_reason else ""
+        return f"{self.workers} concurrent call(s) x {self.threads} thread(s){reason}"
 
 
 @dataclass(frozen=True)
@@ -259,7 +271,7 @@ class ScanPlan:
         rows, cols = self.grid_shape
         skipped = "" if self.nodata_tiles is None else f", about {self.nodata_tiles} all nodata (skipped; from the overview)"
         labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labels.items())) or "class ids (no names)"
-        threads = f"{self.model.workers} concurrent call(s) x {self.model.threads} thread(s)" if self.model.threads else "1 call at a time"
+        threads = self.model.describe_split(why=False)
         parts = "off" if not self.stitch.drop_parts else f">= {self.stitch.drop_parts:g} inside a larger box of another class"
         lines = [
             ("source", f"{self.source.input} ({self.source.kind}) -> {self.source.dataset}"),
@@ -270,6 +282,7 @@ class ScanPlan:
             ("tiles", f"{self.tile} px {at('tile')}, overlap {self.overlap} px {at('overlap')}: {rows} x {cols} = {self.tiles} tiles{skipped}"),
             ("inference", f"{self.model.name} on {self.model.backend}, {threads}, batch {self.batch} {at('batch')}, "
                           f"score >= {self.score_threshold:g} {at('score_threshold')}"),
+            *([("calls", self.model.split_reason)] if self.model.split_reason else []),
             *([("gate", self.gate.describe() if self.gate else "none: every tile goes to the detector")]
               if self.model.task != "classifier" else []),
             ("reading", f"{self.read_threads} reader thread(s) {at('read_threads')}"),

@@ -35,6 +35,7 @@ import numpy as np
 
 from minescan.errors import MinescanError
 from minescan.model.detections import SceneDetections
+from minescan.raster.grid import Tile
 from minescan.raster.sources.resolve import absolute_input, resolve
 from minescan.raster.sources.source import Source
 from minescan.scan.pipeline import StageClock
@@ -94,6 +95,19 @@ class ScanResult(SceneOutcome):
 
     detections: SceneDetections = field(default_factory=SceneDetections.empty)
     gated: int = 0  # tiles the classifier gate kept from the detector (plan.gate; not in ``skipped``)
+    gated_tiles: tuple[Tile, ...] = ()  # which (grid order); the quicklook dims them
+
+    def write_quicklook(self, path: str | os.PathLike[str], *, max_size: int | None = None) -> Path:
+        """A PNG of the scene with the detections outlined and the tiles the gate kept from the detector dimmed
+        (:func:`~minescan.results.quicklook.render`), at most ``max_size`` px a side (default the runs' quicklook size)."""
+        from minescan.defaults import DEFAULTS
+        from minescan.results.quicklook import write_quicklook
+
+        if self.plan.source.kind == "array":
+            raise ApiError("a quicklook draws the scene from its file; an in-memory array has none")
+        return write_quicklook(path, self.plan.source.dataset, self.detections, bands=self.plan.bands, nodata=self.plan.nodata,
+                               max_size=max_size or DEFAULTS.quicklook_size, gated=self.gated_tiles,
+                               grid=self.plan.grid if self.gated_tiles else None)
 
     def warning(self) -> str | None:
         """One line for a flagged scene (None when it is not flagged)."""
@@ -279,14 +293,21 @@ class Scanner:
     (:func:`~minescan.engine.load_detector`).  ``gate``, a tile classifier
     (a file or a loaded one, run on the same backend), screens every
     detector tile (:mod:`minescan.scan.gate`; threshold: the
-    ``gate_threshold`` option).  Keyword ``defaults`` are
+    ``gate_threshold`` option).  ``max_memory`` (bytes, or a size such as
+    ``"2G"``) bounds the calls in flight on the CPU
+    (:mod:`minescan.engine.memory_budget`; default: a share of the
+    machine's RAM); a budget that cannot hold one call of the model raises
+    :class:`~minescan.engine.memory_budget.MemoryBudgetError` at load.  Keyword ``defaults`` are
     :class:`~minescan.scan.plan.ScanOptions` fields applied to every call
     unless the call gives its own.
     """
 
     def __init__(self, model: Any, backend: str = "auto", *, threads: int | None = None, workers: int | None = None,
-                 gate: Any = None, **defaults: Any) -> None:
+                 gate: Any = None, max_memory: int | str | None = None, **defaults: Any) -> None:
+        from minescan.engine.memory_budget import MemoryBudget
+
         self.defaults = ScanOptions(**_options(defaults))  # bad values fail before the model loads
+        self.memory_budget = MemoryBudget.of(max_memory)
         if isinstance(model, (str, os.PathLike)):
             from minescan.engine import load_detector
 
@@ -295,6 +316,8 @@ class Scanner:
         else:
             self.model_path = getattr(model, "path", None)
             self.detector = model
+        if max_memory is not None and hasattr(self.detector, "limit_memory"):
+            self.detector.limit_memory(self.memory_budget.bytes)
         self.model = ModelFacts.of(self.detector, self.model_path.name if self.model_path else "model")
         self.gate, self.gate_name, self.gate_path = None, None, None
         if gate is not None:
@@ -423,7 +446,7 @@ class Scanner:
         return ScanResult(
             scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
-            skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated,
+            skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated, gated_tiles=stats.gated_tiles,
         )
 
 

@@ -74,6 +74,7 @@ class StreamStats(Generic[R]):
     skipped: int  # tiles that were entirely nodata and never reached the model
     seconds: float
     gated: int = 0  # tiles the gate kept from the detector (not counted in skipped)
+    gated_tiles: tuple[Tile, ...] = ()  # which, in grid order
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,12 @@ def screen(batch: Batch, gate: Gate, clock: StageClock) -> Batch:
         return batch
     with clock.time("gate", len(batch.tiles)):
         keep = gate.passes(batch.rgb, batch.tiles)
-    if keep.all():
+    return keep_tiles(batch, keep)
+
+
+def keep_tiles(batch: Batch, keep: np.ndarray) -> Batch:
+    """``batch`` with only the tiles where ``keep`` is True (its rows' ends stay)."""
+    if batch.rgb is None or keep.all():
         return batch
     tiles = [t for t, k in zip(batch.tiles, keep) if k]
     nodata = [m for m, k in zip(batch.nodata, keep) if k] if batch.nodata else batch.nodata
@@ -175,7 +181,7 @@ def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: St
 
 def gdal_cache_bytes(scene: Scene) -> int:
     """GDAL block cache for a scan of ``scene`` (:mod:`minescan.raster.gdal_cache`)."""
-    return scan_cache_bytes(scene.width, len(scene.bands), np.dtype(scene.dtype).itemsize, scene.block_shape[0])
+    return scan_cache_bytes(scene.width, len(scene.bands), np.dtype(scene.dtype).itemsize, scene.decode_block[0])
 
 
 def run_stream(
@@ -216,4 +222,5 @@ def run_stream(
     with clock.time("stitch", 0):
         result = consumer.finish()
     gated = gate.gated if gate is not None else 0
-    return StreamStats(result, len(grid), len(grid) - processed - gated, time.perf_counter() - start, gated)
+    gated_tiles = tuple(sorted(gate.gated_tiles, key=lambda t: (t.row, t.col))) if gate is not None else ()
+    return StreamStats(result, len(grid), len(grid) - processed - gated, time.perf_counter() - start, gated, gated_tiles)
