@@ -303,7 +303,7 @@ def bench_setting(scene_path: str | Path, make_scanner: Callable[[], Scanner], b
         alone_s=alone, in_pipeline={s: StageTiming.of(clock, _CLOCK_STAGE.get(s, s)) for s in names},
         peak_rss_mb=peak_rss_bytes() / 2**20, cpu_s=cpu, cores=available_cores(), megapixels=megapixels, km2=area_km2,
         detections=0 if classifier else len(result.detections), task=scanner.model.task,
-        stride=layout.stride if layout else None, cells=layout.shape if layout else None, gated=result.gated,
+        stride=layout.stride if layout else None, cells=layout.shape if layout else None, gated=getattr(result, "gated", 0),
     )
 
 
