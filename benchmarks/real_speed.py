@@ -148,7 +148,7 @@ def configs(builds: dict[str, Path], gate: Path, k: int) -> list[Config]:
 def run_child(config: Config, threshold: float | None, scene: Path, out: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(config.detector), str(config.gate or "-"),
-         "-" if threshold is None else str(threshold), str(scene), str(out)],
+         "-" if threshold is None or config.gate is None else str(threshold), str(scene), str(out)],
         capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise SystemExit(f"{config.name} on {scene.name} failed:\n{done.stderr[-2000:]}")

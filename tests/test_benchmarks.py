@@ -45,3 +45,20 @@ def test_heatmap_scene_compares_the_heatmap_scan_with_a_detection_scan_of_the_sa
     # 64 px windows every 64 px over 1024 x 768: 16 x 12; every 32 px (the default): 31 x 23
     assert cells["heatmap, stride 64"][1] == "192" and cells["heatmap, default stride (half the window)"][1] == "713"
     assert cells["detection scan (demo detector)"][6] == "1.00x"  # the baseline of the memory ratio
+
+
+def test_real_speed_scans_the_sparse_scene_with_each_lever_and_writes_its_table(tmp_path):
+    out = tmp_path / "real_speed.md"
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / "real_speed.py"), "--size", "3072", "--input", "tif", "--gate-threshold", "0.9",
+         "--cache", str(tmp_path / "cache"), "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+            if line.startswith(("| plain", "| +", "| all"))]
+    assert [r[0] for r in rows] == ["plain FP32", "+ INT8", "+ proposal budget K=50", "+ gate", "all together (INT8, K=50, gate)"]
+    run = [int(r[6].split(" / ")[0]) for r in rows]
+    assert run[:3] == [36, 36, 36] and 0 < run[3] == run[4] < 36  # the gate keeps tiles from the detector, nothing else does
+    assert rows[0][3] == "-" and rows[3][3] == "`demo_classifier.onnx` at 0.9"
+    recall = [float(r[8].split()[0]) for r in rows]
+    assert recall[0] > 0.5 and recall[4] == recall[3]  # a trained pair finds the sites, gated or not

@@ -112,7 +112,8 @@ def test_a_gate_with_another_rendering_is_refused(files):
     write_metadata(model, ModelMetadata(labels=LABELS, input_size=(64, 64), recipe=Recipe(gain=4.0)))
     other = files["folder"] / "bright_gain4.onnx"
     onnx.save(model, str(other))
-    with pytest.raises(GateError, match="gate bright_gain4.onnx renders the scene differently from the detector"):
+    with pytest.raises(GateError, match="gate bright_gain4.onnx renders the scene differently from the detector: it "
+                       "normalises with a fixed gain of 4 where the detector uses a fixed gain"):
         Scanner(files["detector"], gate=other).plan(files["scene"], tile=TILE, overlap=OVERLAP)
 
 

@@ -89,11 +89,18 @@ def plan_gate(gate: Any, name: str, tile: int, threshold: float, threshold_origi
     return GatePlan(name, gate.backend, window, stride, float(threshold), threshold_origin, foreground, labels)
 
 
-def check_rendering(name: str, detector: tuple[Any, Any], gate: tuple[Any, Any]) -> None:
-    """Raise :class:`GateError` unless the gate renders the scene as the detector does ((bands, radiometry) each)."""
-    if detector != gate:
-        raise GateError(f"gate {name} renders the scene differently from the detector (bands {gate[0]} vs {detector[0]}, "
-                        "or another normalisation); a gate must share the detector's recipe")
+def check_rendering(name: str, detector: tuple[Any, Any], gate: tuple[Any, Any],
+                    normalisations: tuple[str, str] = ("", "")) -> None:
+    """Raise :class:`GateError` unless the gate renders the scene as the detector does ((bands, radiometry) each;
+    ``normalisations`` names the detector's and the gate's, for the message)."""
+    if detector == gate:
+        return
+    if detector[0] != gate[0]:
+        differs = f"reads bands {gate[0]} where the detector reads {detector[0]}"
+    else:
+        differs = f"normalises with {normalisations[1] or 'another rendering'} where the detector uses {normalisations[0] or 'another'}"
+    raise GateError(f"gate {name} renders the scene differently from the detector: it {differs}; a gate must share "
+                    "the detector's recipe (export one with the other's bands and normalisation)")
 
 
 def window_starts(valid: int, window: int, stride: int) -> list[int]:

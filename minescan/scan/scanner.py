@@ -373,7 +373,8 @@ class Scanner:
         gate_model = ModelFacts.of(self.gate, self.gate_name or "gate")
         if self.gate.metadata.recipe != self.detector.metadata.recipe:  # else one rendering serves both
             gate_plan = plan_scan(source, replace(options, tile=None, overlap=None, stride=None), gate_model)
-            check_rendering(gate_model.name, (plan.bands, plan.radiometry), (gate_plan.bands, gate_plan.radiometry))
+            check_rendering(gate_model.name, (plan.bands, plan.radiometry), (gate_plan.bands, gate_plan.radiometry),
+                            (_normalisation(self.detector.metadata.recipe), _normalisation(self.gate.metadata.recipe)))
         threshold, origin = ((options.gate_threshold, "option") if options.gate_threshold is not None
                              else (DEFAULTS.gate_threshold, "default"))
         return replace(plan, gate=plan_gate(self.gate, gate_model.name, plan.tile, threshold, origin))
@@ -448,6 +449,17 @@ class Scanner:
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
             skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated, gated_tiles=stats.gated_tiles,
         )
+
+
+def _normalisation(recipe: Any) -> str:
+    """A recipe's normalisation in words, for messages: "stretch 2-98", "a fixed gain of 2.5"."""
+    norm = getattr(recipe, "normalisation", None)
+    if norm is None or norm.kind == "gain":
+        gain = getattr(recipe, "gain", None)
+        return f"a fixed gain of {gain:g}" if gain is not None else "a fixed gain"
+    if norm.kind == "stretch":
+        return f"stretch {getattr(norm, 'low', '?'):g}-{getattr(norm, 'high', '?'):g}"
+    return norm.kind
 
 
 def _options(options: Mapping[str, Any]) -> dict[str, Any]:
