@@ -136,17 +136,22 @@ _MANIFEST = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def write_safe(folder: str | os.PathLike[str], spec: SceneSpec = SceneSpec(), truth: Truth | None = None,
-               product: ProductSpec = ProductSpec()) -> tuple[Path, Truth]:
-    """Write the scene as a ``.SAFE`` product in ``folder`` (pixel size 10 m); return its path and truth."""
-    bands, truth, profile = _scene_dn(spec, truth)
+def _product_layout(folder: str | os.PathLike[str], product: ProductSpec) -> tuple[Path, str, str, str, list[str]]:
+    """The product's root (created with its image folder), granule, file stem, image folder and band files (no extension)."""
     root = Path(folder) / f"{product.name}.SAFE"
     granule = f"{product.level}_{product.tile}_A000001_{product.sensing}"
     stem = f"{product.tile}_{product.sensing}"
     image_dir = f"GRANULE/{granule}/IMG_DATA" + ("/R10m" if product.level == "L2A" else "")
     suffix = "_10m" if product.level == "L2A" else ""
-    image_files = [f"{image_dir}/{stem}_{band}{suffix}" for band in BANDS]
     (root / image_dir).mkdir(parents=True)
+    return root, granule, stem, image_dir, [f"{image_dir}/{stem}_{band}{suffix}" for band in BANDS]
+
+
+def write_safe(folder: str | os.PathLike[str], spec: SceneSpec = SceneSpec(), truth: Truth | None = None,
+               product: ProductSpec = ProductSpec()) -> tuple[Path, Truth]:
+    """Write the scene as a ``.SAFE`` product in ``folder`` (pixel size 10 m); return its path and truth."""
+    bands, truth, profile = _scene_dn(spec, truth)
+    root, granule, stem, image_dir, image_files = _product_layout(folder, product)
     for data, image in zip(_offset_dn(bands, product), image_files):
         _write_band(root / f"{image}.jp2", data, profile, "JP2OpenJPEG")
     if product.level == "L2A":  # GDAL's 10 m subdataset also holds these and warns when they are missing
@@ -257,13 +262,7 @@ def write_safe_from_raster(folder: str | os.PathLike[str], raster: str | os.Path
     one band at a time without holding the scene in memory.
     """
     options = dict(JP2_TILED, **(jp2_options or {}))
-    root = Path(folder) / f"{product.name}.SAFE"
-    granule = f"{product.level}_{product.tile}_A000001_{product.sensing}"
-    stem = f"{product.tile}_{product.sensing}"
-    image_dir = f"GRANULE/{granule}/IMG_DATA" + ("/R10m" if product.level == "L2A" else "")
-    suffix = "_10m" if product.level == "L2A" else ""
-    image_files = [f"{image_dir}/{stem}_{band}{suffix}" for band in BANDS]
-    (root / image_dir).mkdir(parents=True)
+    root, granule, stem, image_dir, image_files = _product_layout(folder, product)
     with rasterio.open(raster) as src, tempfile.TemporaryDirectory(dir=folder, prefix=".safe-staging-") as tmp:
         if src.count != len(BANDS) or src.dtypes[0] != "uint16":
             raise ValueError(f"{raster}: expected {len(BANDS)} uint16 bands ({', '.join(BANDS)}), got {src.count} {src.dtypes[0]}")

@@ -384,6 +384,13 @@ def plan_scene(spec: MiningSpec) -> Layout:
         sites=tuple(sites),
         rivers=rivers,
         roads=_roads(spec, rng),
+        **ground(spec, rng),
+    )
+
+
+def ground(spec: MiningSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The land-cover grids of a layout (fields, forest, lakes, variation), drawn from ``rng`` in that order."""
+    return dict(
         fields=rng.choice(_FIELD_COVERS, (spec.height // _FIELD_CELL + 1, spec.width // _FIELD_CELL + 1)),
         forest=rng.random((spec.height // _FOREST_CELL + 2, spec.width // _FOREST_CELL + 2), np.float32),
         lakes=rng.random((spec.height // _LAKE_CELL + 2, spec.width // _LAKE_CELL + 2), np.float32),
@@ -439,6 +446,13 @@ def render_strip(layout: Layout, top: int, height: int) -> np.ndarray:
 def write_mining_scene(path: str | os.PathLike[str], spec: MiningSpec = MiningSpec()) -> Layout:
     """Generate the scene of ``spec`` at ``path`` (tiled, DEFLATE GeoTIFF), strip by strip; return its layout."""
     layout = plan_scene(spec)
+    write_layout(path, layout)
+    return layout
+
+
+def write_layout(path: str | os.PathLike[str], layout: Layout) -> None:
+    """Render ``layout`` strip by strip into a 4-band (B02, B03, B04, B08) uint16 tiled DEFLATE GeoTIFF at ``path``."""
+    spec = layout.spec
     profile = dict(
         driver="GTiff", width=spec.width, height=spec.height, count=len(BANDS), dtype="uint16", nodata=0,
         crs=spec.crs, transform=spec.transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
@@ -448,7 +462,6 @@ def write_mining_scene(path: str | os.PathLike[str], spec: MiningSpec = MiningSp
         for top in range(0, spec.height, spec.strip):
             strip = render_strip(layout, top, min(spec.strip, spec.height - top))
             dst.write(np.moveaxis(strip, -1, 0), window=Window(0, top, spec.width, strip.shape[0]))
-    return layout
 
 
 def write_truth(path: str | os.PathLike[str], layout: Layout, scene: str = "scene.tif") -> Path:

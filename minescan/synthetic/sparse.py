@@ -39,11 +39,6 @@ import numpy as np
 from minescan.raster.grid import axis_starts
 from minescan.synthetic.mining import (
     _DRAW,
-    _FIELD_CELL,
-    _FIELD_COVERS,
-    _FOREST_CELL,
-    _LAKE_CELL,
-    _VARIATION_CELL,
     DISTRACTOR_KINDS,
     Layout,
     MiningSpec,
@@ -54,7 +49,8 @@ from minescan.synthetic.mining import (
     _roads,
     draw_illegal_cluster,
     draw_legal_mine,
-    render_strip,
+    ground,
+    write_layout,
     write_truth,
 )
 
@@ -262,10 +258,7 @@ def plan_sparse(spec: SparseSpec = SparseSpec()) -> Layout:
         sites=tuple(sites),
         rivers=rivers,
         roads=_roads(mining, rng),
-        fields=rng.choice(_FIELD_COVERS, (spec.size // _FIELD_CELL + 1, spec.size // _FIELD_CELL + 1)),
-        forest=rng.random((spec.size // _FOREST_CELL + 2, spec.size // _FOREST_CELL + 2), np.float32),
-        lakes=rng.random((spec.size // _LAKE_CELL + 2, spec.size // _LAKE_CELL + 2), np.float32),
-        variation=rng.random((spec.size // _VARIATION_CELL + 2, spec.size // _VARIATION_CELL + 2), np.float32),
+        **ground(mining, rng),
     )
     touched = mining_tiles(spec, layout.truth().boxes)
     if len(touched) > spec.tile_budget:
@@ -301,28 +294,9 @@ def write_sparse_scene(folder: str | os.PathLike[str], spec: SparseSpec = Sparse
     folder.mkdir(parents=True, exist_ok=True)
     layout = plan_sparse(spec)
     tif = folder / "scene.tif"
-    _write_layout(tif, layout)
+    write_layout(tif, layout)
     truth = write_truth(folder / "truth.geojson", layout, scene=tif.name)
     return SparseScene(spec, layout, tif, truth)
-
-
-def _write_layout(path: Path, layout: Layout) -> None:
-    """:func:`~minescan.synthetic.mining.write_mining_scene`'s writer, for a layout planned here."""
-    import rasterio
-    from rasterio.windows import Window
-
-    from minescan.synthetic.scene import BANDS
-
-    spec = layout.spec
-    profile = dict(
-        driver="GTiff", width=spec.width, height=spec.height, count=len(BANDS), dtype="uint16", nodata=0,
-        crs=spec.crs, transform=spec.transform, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-    )
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.descriptions = BANDS
-        for top in range(0, spec.height, spec.strip):
-            strip = render_strip(layout, top, min(spec.strip, spec.height - top))
-            dst.write(np.moveaxis(strip, -1, 0), window=Window(0, top, spec.width, strip.shape[0]))
 
 
 __all__ = ["FULL_SIZE", "District", "SparseScene", "SparseSpec", "mining_tiles", "plan_sparse", "tiles_touched",
