@@ -11,7 +11,7 @@ ONNX Runtime allocates, so the probe doubles as a warm-up.  The growth is
 what a fresh process (the command line's) sees; a process that ran the model
 before may reuse memory it freed, and the growth then reads low (down to 0).
 The probe runs on the session a costly model keeps (without ONNX Runtime's
-CPU arena: :data:`~minescan.engine.onnxruntime_backend.SESSION_MEMORY_SETTINGS`,
+memory patterns: :data:`~minescan.engine.onnxruntime_backend.SESSION_MEMORY_SETTINGS`,
 all cores' threads unless the caller chose), so a costly model is measured
 as it will run; a cheap model's session is rebuilt after it.
 
