@@ -154,9 +154,11 @@ class StripReader:
         *,
         radiometry: Radiometry | None = None,
         clock: StageClock | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         self.scene = scene
         self.grid = grid
+        self.rows = rows  # tile rows [start, stop) to read (a part of a split scene); None: all
         self.threads = max(1, threads)
         self.radiometry = radiometry
         self.clock = clock or StageClock()
@@ -185,8 +187,12 @@ class StripReader:
 
     def __iter__(self) -> Iterator[TileData | RenderedTile | RowEnd]:
         tiles_by_row: dict[int, list[Tile]] = {}
+        first, stop = self.rows or (0, self.grid.shape[0])
         for tile in self.grid:
-            tiles_by_row.setdefault(tile.row, []).append(tile)
+            if first <= tile.row < stop:
+                tiles_by_row.setdefault(tile.row, []).append(tile)
+        if not tiles_by_row:
+            return
         height, width, bands = self.scene.height, self.scene.width, len(self.scene.bands)
         # Strip height: whole decode blocks and at least 1024 rows; pieces are cut on decode blocks
         # too.  The block a VRT reports (128 px) hides its sources' blocks: Sentinel-2 JP2 bands are
@@ -196,20 +202,23 @@ class StripReader:
         strip = self.block[0] * max(1, math.ceil(1024 / self.block[0]))
         buffered: list[_Piece] = []
         ahead: deque[tuple[int, list[Future[_Piece]]]] = deque()  # (bottom row, pieces) of strips being decoded
-        submitted_to = 0  # scene rows [0, submitted_to) are decoded or being decoded
-        read_to = 0  # scene rows [0, read_to) have been decoded
+        # A part of a split scene starts at the decode block holding its first tile row and ends with its last.
+        rows = sorted(tiles_by_row)
+        last = tiles_by_row[rows[-1]][0]
+        bottom = min(height, math.ceil((last.row_off + last.valid_height) / self.block[0]) * self.block[0])
+        submitted_to = tiles_by_row[rows[0]][0].row_off // self.block[0] * self.block[0]  # rows up to it are decoded or under way
+        read_to = submitted_to  # rows up to it have been decoded
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="minescan-read") as pool:
 
                 def submit_strip() -> None:
                     nonlocal submitted_to
-                    upto = min(height, submitted_to + strip)
+                    upto = min(bottom, submitted_to + strip)
                     windows, _ = pieces((submitted_to, upto), width, self.block, 2 * self.threads)
                     ahead.append((upto, [pool.submit(self._read_piece, w) for w in windows]))
                     submitted_to = upto
 
                 try:
-                    rows = sorted(tiles_by_row)
                     for index, row in enumerate(rows):
                         tiles = tiles_by_row[row]
                         top, need = tiles[0].row_off, tiles[0].row_off + tiles[0].valid_height
@@ -221,7 +230,7 @@ class StripReader:
                             buffered.extend(future.result() for future in futures)
                         # Decode the next strip while this row's tiles are cut and handed on: the
                         # reader threads would otherwise wait for the cutting (one strip more in memory).
-                        while len(ahead) < _AHEAD and submitted_to < height:
+                        while len(ahead) < _AHEAD and submitted_to < bottom:
                             submit_strip()
                         for tile in tiles:
                             if self.radiometry is None:

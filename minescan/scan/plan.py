@@ -236,6 +236,15 @@ class ScanPlan:
         return f"{self.input_shift:.2f}, {verdict} the threshold {self.shift_threshold:g} [{self.origins.get('shift_threshold', DEFAULT)}]"
 
     @property
+    def scene_name(self) -> str:
+        """The name a result carries: the product id, or a plain raster's file name."""
+        if self.source.kind == "raster":
+            from pathlib import Path
+
+            return Path(self.source.dataset).name
+        return self.source.product_id
+
+    @property
     def grid(self) -> TileGrid:
         return TileGrid(self.width, self.height, self.tile, self.overlap)
 

@@ -415,15 +415,28 @@ class Scanner:
         folder = Path(sources_dir) if sources_dir else _scratch()
         return resolve(absolute_input(os.fspath(source), Path.cwd()), folder)
 
+    def scan_part(self, plan: ScanPlan, rows: Any, *, progress: Progress | None = None,
+                  cancel: threading.Event | None = None) -> Any:
+        """Scan tile rows ``rows`` (a :class:`~minescan.scan.split.RowSpan`) of a detector's plan, unstitched: a
+        :class:`~minescan.scan.split.PartResult` for :func:`~minescan.scan.split.stitch_parts` (a split scene)."""
+        from minescan.scan.split import scan_part
+
+        return scan_part(plan, self.detector, rows, gate=self._gate(plan), tick=_ticker(progress, len(rows) * plan.grid_shape[1]),
+                         cancel=cancel)
+
+    def _gate(self, plan: ScanPlan) -> Any:
+        """A fresh gate for one scan of ``plan`` (it counts what it gates), or None without one."""
+        if plan.gate is None:
+            return None
+        from minescan.scan.gate import Gate
+
+        if self.gate is None:
+            raise ApiError(f"the plan has the gate {plan.gate.name}, but this scanner has no gate loaded")
+        return Gate(self.gate, plan.gate)
+
     def _run(self, plan: ScanPlan, progress: Progress | None, cancel: threading.Event | None,
              clock: StageClock | None) -> ScanResult:
-        done = 0
-
-        def tick(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None and count:
-                progress(done, plan.tiles)
+        tick = _ticker(progress, plan.tiles)
 
         if plan.model.task == "classifier":
             from minescan.scan.heatmap import HeatmapConsumer, HeatmapLayout
@@ -432,23 +445,30 @@ class Scanner:
             classes = self.detector.signature.classes or len(plan.labels) or 1
             stats = run_stream(plan, self.detector, HeatmapConsumer(layout, classes), clock=clock, tick=tick, cancel=cancel)
             return HeatmapResult(
-                scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
+                scene=plan.scene_name,
                 probabilities=stats.result, stride=layout.stride, labels=plan.labels, crs=plan.crs, transform=plan.transform,
                 tiles=stats.tiles, skipped=stats.skipped, seconds=stats.seconds, plan=plan,
             )
-        gate = None
-        if plan.gate is not None:
-            from minescan.scan.gate import Gate
-
-            if self.gate is None:
-                raise ApiError(f"the plan has the gate {plan.gate.name}, but this scanner has no gate loaded")
-            gate = Gate(self.gate, plan.gate)
-        stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel, gate=gate)
+        stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel,
+                           gate=self._gate(plan))
         return ScanResult(
-            scene=plan.source.product_id if plan.source.kind != "raster" else Path(plan.source.dataset).name,
+            scene=plan.scene_name,
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
             skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated, gated_tiles=stats.gated_tiles,
         )
+
+
+def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:
+    """The stream's ``tick`` (tiles just finished) turned into ``progress(done, total)`` calls."""
+    done = 0
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None and count:
+            progress(done, total)
+
+    return tick
 
 
 def _normalisation(recipe: Any) -> str:

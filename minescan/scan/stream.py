@@ -193,6 +193,7 @@ def run_stream(
     tick: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     gate: Gate | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> StreamStats[R]:
     """Scan the plan's scene through the stream into ``consumer`` (see the module docstring).
 
@@ -200,7 +201,9 @@ def run_stream(
     collects per-stage busy times (``minescan bench``); ``cancel``, when set,
     stops the scan with :class:`ScanCancelled` within one batch; ``gate`` (a
     fresh :class:`~minescan.scan.gate.Gate`, one per scan: it counts) screens
-    each batch before the detector.
+    each batch before the detector; ``rows`` (tile rows ``[start, stop)``)
+    scans only that part of the grid (:mod:`minescan.scan.split`), and the
+    counts are the part's.
     """
     clock = clock or StageClock()
     tick = tick or (lambda n: None)
@@ -208,7 +211,7 @@ def run_stream(
     with plan.open_scene() as scene:
         grid = plan.grid
         with scan_block_cache(gdal_cache_bytes(scene)):
-            reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock)
+            reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock, rows=rows)
             reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
             batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
             results = threaded(infer(batches, detector, plan.score_threshold, clock, gate), maxsize=2, name="infer")
@@ -223,4 +226,6 @@ def run_stream(
         result = consumer.finish()
     gated = gate.gated if gate is not None else 0
     gated_tiles = tuple(sorted(gate.gated_tiles, key=lambda t: (t.row, t.col))) if gate is not None else ()
-    return StreamStats(result, len(grid), len(grid) - processed - gated, time.perf_counter() - start, gated, gated_tiles)
+    cols = grid.shape[1]
+    tiles = len(grid) if rows is None else (min(rows[1], grid.shape[0]) - rows[0]) * cols
+    return StreamStats(result, tiles, tiles - processed - gated, time.perf_counter() - start, gated, gated_tiles)
