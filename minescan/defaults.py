@@ -17,12 +17,20 @@ import os
 from dataclasses import dataclass
 
 
+CORES_VARIABLE = "MINESCAN_CORES"
+
+
 def available_cores() -> int:
-    """The cores this process may use."""
+    """The cores this process may use: ``MINESCAN_CORES`` when set (a Ray actor's share of its node, a
+    container's quota), else the CPU affinity mask."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = os.environ.get(CORES_VARIABLE, "").strip()
+    if limit.isdigit() and int(limit) >= 1:
+        return min(cores, int(limit))
+    return cores
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,18 @@ class Defaults:
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB
+    # Scenes from a STAC API search (minescan.raster.sources.stac_search): the collection searched, at most
+    # this many items per search (a cap, so a too wide search cannot queue thousands of scenes), and the
+    # seconds each request to the API may take.
+    stac_collection: str = "sentinel-2-l2a"
+    stac_max_items: int = 500
+    stac_timeout: float = 60.0
+    # Runs on a Ray cluster (minescan.scaleout.ray_run).  A scene of more tiles than this is split into bands
+    # of tile rows scanned by different workers: two full Sentinel-2 tiles' worth at 640/128 px (484 tiles
+    # each), so an ordinary scene goes whole to one worker and only mosaics and larger rasters are cut.
+    ray_split_tiles: int = 1024
+    ray_max_retries: int = 2  # a scene (or part) whose worker died is retried this many times on another
+    ray_poll_s: float = 1.0  # how often the driver asks the busy workers for their tiles done
     # The service (minescan serve): loopback unless told otherwise; limits that keep one request from
     # costing more than a few hundred MB.
     serve_host: str = "127.0.0.1"

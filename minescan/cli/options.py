@@ -53,6 +53,21 @@ def positive(kind):
     return parse
 
 
+def nonnegative(kind):
+    """An argparse type for numbers of ``kind`` (int or float) that are 0 or more."""
+
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        return number
+
+    return parse
+
+
 def int_list(value: str) -> list[int]:
     try:
         numbers = [int(v) for v in value.split(",")]

@@ -22,18 +22,18 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from minescan.errors import MinescanError
 from minescan.runs.fingerprint import file_digest, fingerprint
 from minescan.runs.journal import DONE, Journal, Outcome
 from minescan.runs.outdir import lock_run_folder
 from minescan.runs.progress import RunProgress
-from minescan.runs.report import RunSummary, SceneReport, write_summary
+from minescan.runs.report import SUMMARY_MARKDOWN, RunSummary, SceneReport, write_summary
 from minescan.raster.sources.resolve import resolve
 from minescan.raster.sources.source import Source, first_line, safe_name
 from minescan.scan.plan import ScanOptions, ScanPlan
-from minescan.scan.scanner import Scanner
+from minescan.scan.scanner import HeatmapResult, ScanResult, Scanner
 
 SOURCES_FOLDER = "sources"
 
@@ -50,6 +50,7 @@ class RunSettings:
     result_format: str = "gpkg"
     quicklook_size: int = 1024
     verbose: bool = False  # tracebacks of unexpected faults, on stderr
+    ray: Any = None  # a minescan.scaleout.ray_run.RaySettings: the scenes are scanned by Ray actors; None: here
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class RunContext:
     options: ScanOptions
     settings: RunSettings
     journal: Journal
-    progress: RunProgress
+    progress: RunProgress | None  # None in a Ray run, which reports its workers' progress itself
 
     @property
     def out_dir(self) -> Path:
@@ -93,17 +94,24 @@ def _classes(detections, labels: Mapping[int, str]) -> dict[str, int]:
 
 
 def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
-    """Scan one scene and put its files in place (not yet marked done)."""
-    source = plan.source
-    ctx.progress.scene_started(source.product_id, plan.tiles)
+    """Scan one scene here and put its files in place (not yet marked done)."""
+    bars = ctx.progress
+    assert bars is not None
+    bars.scene_started(plan.source.product_id, plan.tiles)
     done = 0
 
     def progress(tiles: int, _total: int) -> None:
         nonlocal done
-        ctx.progress.tiles_done(tiles - done)
+        bars.tiles_done(tiles - done)
         done = tiles
 
-    result = dataclasses.replace(ctx.scanner.scan(plan, progress=progress), scene=source.product_id)
+    return write_outcome(ctx, plan, ctx.scanner.scan(plan, progress=progress))
+
+
+def write_outcome(ctx: RunContext, plan: ScanPlan, result: ScanResult | HeatmapResult) -> Outcome:
+    """Write a scene's result and quicklook into the run folder (each atomically) and say what they hold."""
+    source = plan.source
+    result = dataclasses.replace(result, scene=source.product_id)
     quicklook = ctx.out_dir / f"{source.product_id}.png"
     heatmap = plan.model.task == "classifier"
     size = ctx.settings.quicklook_size
@@ -121,7 +129,8 @@ def _scan(ctx: RunContext, plan: ScanPlan) -> Outcome:
                    result.input_shift, plan.shift_threshold, getattr(result, "gated", 0))
 
 
-def _failure(ctx: RunContext, exc: Exception) -> str:
+def failure(ctx: RunContext, exc: BaseException) -> str:
+    """A scene's failure as one line (with the traceback on stderr for a bug, in verbose runs)."""
     if isinstance(exc, MinescanError):
         return str(exc)
     # Not a fault in the input but a bug; one scene must still not sink the night's run.
@@ -130,8 +139,18 @@ def _failure(ctx: RunContext, exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {first_line(exc)}"
 
 
-def run_scene(ctx: RunContext, key: str, source: Source | MinescanError) -> SceneReport:
-    """Bring one input to ``done`` or ``failed`` (or skip it if an earlier run finished it)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A scene planned, fingerprinted and marked started in the journal: ready to scan (here or on a worker)."""
+
+    key: str
+    plan: ScanPlan
+    stamp: str
+    attempts: int
+
+
+def prepare(ctx: RunContext, key: str, source: Source | MinescanError) -> SceneReport | Prepared:
+    """Plan one input; a report when it needs no scan (done in an earlier run) or cannot be scanned."""
     if isinstance(source, MinescanError):
         product_id = safe_name(Path(key.split(",")[0]).stem)
         ctx.journal.fail(key, product_id, "", str(source))
@@ -139,7 +158,7 @@ def run_scene(ctx: RunContext, key: str, source: Source | MinescanError) -> Scen
     try:
         plan = ctx.scanner.plan(source, **ctx.options.__dict__)
     except Exception as exc:  # a scene that cannot be planned (unreadable, bands out of range) fails on its own
-        reason = _failure(ctx, exc)
+        reason = failure(ctx, exc)
         ctx.journal.fail(key, source.product_id, "", reason)
         return SceneReport(key, source.product_id, "failed", attempts=1, error=reason)
     stamp = fingerprint(ctx.model_digest, plan, ctx.settings.result_format)
@@ -147,18 +166,36 @@ def run_scene(ctx: RunContext, key: str, source: Source | MinescanError) -> Scen
     if entry and entry.state == DONE and entry.fingerprint == stamp and entry.outcome and Path(entry.outcome.result).is_file():
         return SceneReport(key, source.product_id, "done", resumed=True, attempts=entry.attempts, outcome=entry.outcome)
     ctx.journal.start(key, source.product_id, stamp)
-    attempts = (entry.attempts if entry else 0) + 1
+    return Prepared(key, plan, stamp, (entry.attempts if entry else 0) + 1)
+
+
+def fail(ctx: RunContext, scene: Prepared, reason: str) -> SceneReport:
+    """Record a prepared scene as failed for ``reason``."""
+    ctx.journal.fail(scene.key, scene.plan.source.product_id, scene.stamp, reason)
+    return SceneReport(scene.key, scene.plan.source.product_id, "failed", attempts=scene.attempts, error=reason)
+
+
+def finish(ctx: RunContext, scene: Prepared, write) -> SceneReport:
+    """Run ``write()`` (which scans, or writes a result scanned elsewhere, and returns the Outcome), then mark the
+    scene done; any failure but an interruption fails the scene alone."""
     try:
-        outcome = _scan(ctx, plan)
+        outcome = write()
     except Exception as exc:  # KeyboardInterrupt is not an Exception: it stops the run, the row stays 'running'
-        reason = _failure(ctx, exc)
-        ctx.journal.fail(key, source.product_id, stamp, reason)
-        return SceneReport(key, source.product_id, "failed", attempts=attempts, error=reason)
-    ctx.journal.finish(key, outcome)
-    return SceneReport(key, source.product_id, "done", attempts=attempts, outcome=outcome)
+        return fail(ctx, scene, failure(ctx, exc))
+    ctx.journal.finish(scene.key, outcome)
+    return SceneReport(scene.key, scene.plan.source.product_id, "done", attempts=scene.attempts, outcome=outcome)
 
 
-def _line(index: int, total: int, report: SceneReport) -> str:
+def run_scene(ctx: RunContext, key: str, source: Source | MinescanError) -> SceneReport:
+    """Bring one input to ``done`` or ``failed`` here (or skip it if an earlier run finished it)."""
+    scene = prepare(ctx, key, source)
+    if isinstance(scene, SceneReport):
+        return scene
+    return finish(ctx, scene, lambda: _scan(ctx, scene.plan))
+
+
+def line(index: int, total: int, report: SceneReport) -> str:
+    """The line a run prints when a scene ends."""
     head = f"[{index}/{total}] {report.product_id}:"
     if report.status == "failed":
         return f"{head} failed: {report.error}"
@@ -180,17 +217,26 @@ def _interrupt(signum, frame) -> None:
 def _run(ctx: RunContext, keys: list[str]) -> tuple[list[SceneReport], bool]:
     """Reports for every input in order (``pending`` past an interruption), and whether the run was interrupted."""
     sources = _resolve_all(keys, ctx.out_dir / SOURCES_FOLDER)
+    if ctx.settings.ray is not None:
+        from minescan.scaleout.ray_run import run_on_ray
+
+        done, interrupted = run_on_ray(ctx, keys, sources, ctx.settings.ray)
+        pending = [SceneReport(key, s.product_id if isinstance(s, Source) else safe_name(Path(key).stem), "pending")
+                   for key, s in zip(keys, sources)]
+        return [r if r is not None else p for r, p in zip(done, pending)], interrupted
     reports: list[SceneReport] = []
+    bars = ctx.progress
+    assert bars is not None
     try:
         for index, (key, source) in enumerate(zip(keys, sources), start=1):
             reports.append(run_scene(ctx, key, source))
-            ctx.progress.scene_finished(_line(index, len(keys), reports[-1]))
+            bars.scene_finished(line(index, len(keys), reports[-1]))
     except KeyboardInterrupt:
         interrupted = True
     else:
         interrupted = False
     finally:
-        ctx.progress.close()
+        bars.close()
     pending = [
         SceneReport(key, s.product_id if isinstance(s, Source) else safe_name(Path(key).stem), "pending")
         for key, s in list(zip(keys, sources))[len(reports):]
@@ -198,12 +244,9 @@ def _run(ctx: RunContext, keys: list[str]) -> tuple[list[SceneReport], bool]:
     return reports + pending, interrupted
 
 
-def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> int:
-    """Scan ``keys`` (inputs as :func:`~minescan.raster.sources.resolve.absolute_input` spells them) into a run folder.
-
-    Returns the exit code (see the module docstring); raises KeyboardInterrupt
-    after writing the summary when the run was interrupted.
-    """
+def execute(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> RunSummary:
+    """Scan ``keys`` (inputs as :func:`~minescan.raster.sources.resolve.absolute_input` spells them) into a run
+    folder and write its summary; the summary says how each scene ended (``interrupted`` when the run was stopped)."""
     if not keys:
         raise RunError("no scenes given")
     if scanner.model_path is None:
@@ -216,13 +259,22 @@ def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: 
             digest = file_digest(scanner.model_path)
             if getattr(scanner, "gate_path", None):  # a gated run's results depend on the gate's weights too
                 digest += "+gate:" + file_digest(scanner.gate_path)
-            ctx = RunContext(scanner, digest, options, settings, journal, RunProgress(len(keys)))
+            progress = RunProgress(len(keys)) if settings.ray is None else None
+            ctx = RunContext(scanner, digest, options, settings, journal, progress)
             reports, interrupted = _run(ctx, keys)
         summary = RunSummary(tuple(reports), str(scanner.model_path), str(out_dir), interrupted)
-        _, markdown = write_summary(out_dir, summary)
+        write_summary(out_dir, summary)
     finally:
         signal.signal(signal.SIGTERM, previous)
         lock.close()
+    return summary
+
+
+def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> int:
+    """:func:`execute`, then the run's last lines; returns the exit code (see the module docstring) and raises
+    KeyboardInterrupt after writing the summary when the run was interrupted."""
+    summary = execute(keys, scanner, options, settings)
+    markdown = settings.out_dir / SUMMARY_MARKDOWN
     flagged = f", {summary.flagged} FLAGGED as unreliable (input unlike the model's training input)" if summary.flagged else ""
     print(f"{summary.count('done')}/{len(keys)} scenes done, {summary.count('failed')} failed, {summary.count('pending')} pending"
           f"{flagged}; "

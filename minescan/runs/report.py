@@ -34,6 +34,7 @@ class SceneReport:
     attempts: int = 0
     outcome: Outcome | None = None
     error: str | None = None
+    retried: int = 0  # jobs of this scene run again because their worker died (Ray runs)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def to_markdown(summary: RunSummary) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for s in summary.scenes:
-        status = s.status + (" (earlier run)" if s.resumed else "")
+        status = s.status + (" (earlier run)" if s.resumed else "") + (f" (retried {s.retried}x: worker lost)" if s.retried else "")
         if s.outcome:
             o = s.outcome
             shift = "-" if o.input_shift is None else f"{o.input_shift:.2f}" + (" **FLAGGED: unreliable**" if o.flagged else "")

@@ -308,6 +308,9 @@ class Scanner:
 
         self.defaults = ScanOptions(**_options(defaults))  # bad values fail before the model loads
         self.memory_budget = MemoryBudget.of(max_memory)
+        # How the model was asked to load: a Ray run's workers load it the same way (minescan.scaleout).
+        self.loading = {"backend": backend, "threads": threads, "workers": workers,
+                        "max_memory": self.memory_budget.bytes if max_memory is not None else None}
         if isinstance(model, (str, os.PathLike)):
             from minescan.engine import load_detector
 
@@ -394,6 +397,39 @@ class Scanner:
         else:
             plan = self.plan(source, sources_dir=sources_dir, **options)
         return self._run(plan, progress, cancel, clock)
+
+    def scan_many(self, sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *, ray: Any = None,
+                  result_format: str | None = None, quicklook_size: int | None = None, **options: Any) -> Any:
+        """Scan many scenes into the run folder ``out_dir``, resumably, as ``minescan scan --out-dir`` does.
+
+        Each scene's result ``<product_id>.<result_format>`` (a classifier's: a
+        ``.tif`` heatmap) and quicklook land there, a journal records what is
+        done (a second call with the same scenes and settings scans only what
+        is not), and the run's summary is returned (a
+        :class:`~minescan.runs.report.RunSummary`, also written as
+        ``run_summary.json``/``.md``).  A scene that fails is reported with its
+        reason and the others go on.  ``ray`` scans the scenes on Ray actors
+        (:mod:`minescan.scaleout.ray_run`): ``True`` on a local Ray instance
+        started for the run, an address (``"auto"``, ``"ray://host:10001"``)
+        on that cluster, or a :class:`~minescan.scaleout.ray_run.RaySettings`.
+        Ctrl-C stops the run after writing its summary and raises KeyboardInterrupt.
+        """
+        from minescan.defaults import DEFAULTS
+        from minescan.raster.sources.resolve import absolute_input
+        from minescan.runs.batch import RunSettings, execute
+
+        cluster = None
+        if ray is not None and ray is not False:
+            from minescan.scaleout.ray_run import RaySettings
+
+            cluster = ray if isinstance(ray, RaySettings) else RaySettings(address=None if ray is True else str(ray))
+        keys = list(dict.fromkeys(absolute_input(os.fspath(s), Path.cwd()) for s in sources))
+        settings = RunSettings(Path(out_dir), result_format or DEFAULTS.result_format,
+                               DEFAULTS.quicklook_size if quicklook_size is None else quicklook_size, ray=cluster)
+        summary = execute(keys, self, self.options(**options), settings)
+        if summary.interrupted:
+            raise KeyboardInterrupt
+        return summary
 
     def detect(self, array: np.ndarray, *, transform: Any = None, crs: Any = None, nodata: float | None = None,
                name: str = "array", progress: Progress | None = None, cancel: threading.Event | None = None,
