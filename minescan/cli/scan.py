@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minescan.cli.options import add_max_memory, max_memory, percentiles, positive, recipe_options
+from minescan.cli.options import add_max_memory, max_memory, nonnegative, percentiles, positive, recipe_options
 from minescan.defaults import DEFAULTS
 from minescan.engine.backends import BACKENDS  # plain Python: no ONNX Runtime until a model loads
 from minescan.errors import MinescanError
@@ -90,6 +90,57 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help=f"longest side of each scene's quicklook PNG; 0 for none (default {DEFAULTS.quicklook_size})")
 
 
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    """The options of a run on a Ray cluster (``--ray``)."""
+    g = p.add_argument_group("Ray cluster (a run's scenes scanned by Ray actors; pip install 'minescan[ray]')")
+    g.add_argument("--ray", nargs="?", const=LOCAL_RAY, metavar="ADDRESS",
+                   help="scan the run's scenes on Ray: without ADDRESS on a local Ray instance started for the run, with "
+                   "one on that cluster ('auto', 'ray://HOST:10001'); results, journal and summary stay on this machine")
+    g.add_argument("--ray-workers", type=positive(int), metavar="N",
+                   help="Ray actors, each with one loaded model (default: one per node, or one per GPU share with "
+                   "--gpus-per-worker); --workers stays the concurrent inference calls inside each")
+    g.add_argument("--gpus-per-worker", type=nonnegative(float), default=0.0, metavar="G",
+                   help="GPUs each actor takes (e.g. 1, or 0.5 to share); 0: CPU threads (default)")
+    g.add_argument("--cpus-per-worker", type=positive(int), metavar="C",
+                   help="CPUs each actor takes and fills with its threads (default: the cluster's CPUs shared evenly)")
+    g.add_argument("--split-rows", type=nonnegative(int), metavar="N",
+                   help=f"cut each detector scene into parts of N tile rows scanned by different actors and stitched here "
+                   f"(default: only scenes of more than {DEFAULTS.ray_split_tiles} tiles; 0: never)")
+    g.add_argument("--ray-retries", type=nonnegative(int), default=DEFAULTS.ray_max_retries, metavar="N",
+                   help=f"runs of a scene (or part) again after its worker died (default {DEFAULTS.ray_max_retries})")
+    g.add_argument("--ray-runtime-env", metavar="JSON",
+                   help="Ray runtime environment for the actors, as JSON (e.g. '{\"env_vars\": {...}}')")
+
+
+LOCAL_RAY = "local"
+
+
+def ray_settings(args: argparse.Namespace):
+    """The ``--ray`` options as :class:`~minescan.scaleout.ray_run.RaySettings` (None without ``--ray``)."""
+    if args.ray is None:
+        for name in ("ray_workers", "cpus_per_worker", "split_rows"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} needs --ray")
+        if args.gpus_per_worker:
+            raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} needs --ray")
+        return None
+    import json
+
+    from minescan.scaleout.ray_run import RaySettings
+
+    runtime_env = None
+    if args.ray_runtime_env:
+        try:
+            runtime_env = json.loads(args.ray_runtime_env)
+        except ValueError as exc:
+            raise UsageError(f"--ray-runtime-env {args.ray_runtime_env!r} is not JSON: {exc}") from None
+        if not isinstance(runtime_env, dict):
+            raise UsageError(f"--ray-runtime-env {args.ray_runtime_env!r} must be a JSON object")
+    return RaySettings(address=None if args.ray == LOCAL_RAY else args.ray, workers=args.ray_workers,
+                       gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                       split_rows=args.split_rows, max_retries=args.ray_retries, runtime_env=runtime_env)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``scan`` to the command line."""
     from minescan.results.formats import RESULT_FORMATS
@@ -112,6 +163,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="show tracebacks with errors")
     add_scan_options(scan)
     add_run_options(scan)
+    add_ray_options(scan)
     scan.set_defaults(handler=run_scan)
 
 
@@ -173,6 +225,8 @@ def gather_inputs(args: argparse.Namespace) -> list[str]:
 
 def run_scan(args: argparse.Namespace) -> int:
     options = scan_options(args)  # a value out of range fails before the model loads
+    if args.ray is not None and not args.out_dir and not args.dry_run:
+        raise UsageError("--ray scans a run: give --out-dir DIR (results, journal and summary are written there)")
     if args.out_dir or args.manifest or len(args.scenes) != 1:
         return _run_many(args, options)
     if not args.out and not args.dry_run:
@@ -246,9 +300,10 @@ def _run_many(args: argparse.Namespace, options) -> int:
         raise RunError("several scenes or --manifest need --out-dir DIR (a folder for one result per scene and the run journal)")
     if args.quicklook_size < 0:
         raise UsageError(f"--quicklook-size {args.quicklook_size} is out of range: 0 (no quicklooks) or a size in px")
+    cluster = ray_settings(args)  # checked before the model loads
     scanner = load_scanner(args)
     settings = RunSettings(out_dir=Path(args.out_dir), result_format=args.format, quicklook_size=args.quicklook_size,
-                           verbose=args.verbose)
+                           verbose=args.verbose, ray=cluster)
     return run_many(keys, scanner, options, settings)
 
 
