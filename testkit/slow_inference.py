@@ -5,8 +5,9 @@ the ordinary command line (:func:`minescan.cli.main`, exit code and all) with
 one change: every ONNX Runtime ``detect`` call first creates the file
 ``MARKER`` (so a test knows, without guessing by time, that inference is
 under way) and then runs the real inference plus ``SECONDS`` of sleep, so the
-scan is still inside inference when the test's signal arrives.  A test
-fixture, not part of minescan.
+scan is still inside inference when the test's signal arrives.
+:func:`slow_workers` does the same (the sleep only) inside Ray workers.  A
+test fixture, not part of minescan.
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def main(argv: list[str]) -> int:
 
     OnnxRuntimeDetector.detect = announced
     return minescan_main(rest)
+
+
+SLOW_VARIABLE = "MINESCAN_TEST_SLOW_SECONDS"
+
+
+def slow_workers() -> None:
+    """A Ray ``worker_process_setup_hook``: every ONNX Runtime ``detect`` call in the worker sleeps
+    ``$MINESCAN_TEST_SLOW_SECONDS`` after the real inference, so a test can kill a worker mid-scene."""
+    import os
+
+    from minescan.engine.onnxruntime_backend import OnnxRuntimeDetector
+
+    seconds = float(os.environ.get(SLOW_VARIABLE, "0"))
+    detect = OnnxRuntimeDetector.detect
+
+    def slow(self, tiles, score_threshold=0.0):
+        found = detect(self, tiles, score_threshold)
+        time.sleep(seconds)
+        return found
+
+    OnnxRuntimeDetector.detect = slow
 
 
 if __name__ == "__main__":

@@ -309,12 +309,18 @@ def _run_many(args: argparse.Namespace, options) -> int:
 
 def _dry_run_many(args: argparse.Namespace, keys: list[str], options) -> int:
     """Each input's plan, or why it cannot be scanned; exit 1 if any cannot."""
+    cluster = ray_settings(args)
     scanner = load_scanner(args)
     failed = 0
     for index, key in enumerate(keys, start=1):
         print(f"[{index}/{len(keys)}] {key}")
         try:
-            print(scanner.plan(key, count_nodata_tiles=True, **options.__dict__).explain())
+            plan = scanner.plan(key, count_nodata_tiles=True, **options.__dict__)
+            print(plan.explain())
+            if cluster is not None:
+                from minescan.scaleout.ray_run import describe_parts
+
+                print(f"  on Ray: {describe_parts(plan, cluster.split_rows)}")
         except MinescanError as exc:
             failed += 1
             print(f"cannot be scanned: {exc}")

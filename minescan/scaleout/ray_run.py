@@ -144,6 +144,27 @@ def placement(settings: RaySettings, nodes: list[Mapping[str, float]]) -> Placem
     return Placement(workers, per, float(settings.gpus_per_worker))
 
 
+def parts_of(plan: Any, split_rows_: int | None) -> list[RowSpan] | None:
+    """The tile-row parts a Ray run scans ``plan``'s scene in (one part: whole); None for a classifier's heatmap,
+    which is scanned whole.  ``split_rows_``: rows per part; None: :attr:`~minescan.defaults.Defaults.ray_split_tiles`
+    tiles at most per part; 0: never split."""
+    if plan.model.task != "detector":
+        return None
+    per = rows_per_part(plan.grid_shape, DEFAULTS.ray_split_tiles) if split_rows_ is None else split_rows_
+    return split_rows(plan.grid_shape[0], per or plan.grid_shape[0])
+
+
+def describe_parts(plan: Any, split_rows_: int | None) -> str:
+    """How a Ray run scans the scene, in words (``minescan scan --ray --dry-run``)."""
+    spans = parts_of(plan, split_rows_)
+    if spans is None:
+        return "whole, on one worker (a classifier's heatmap is not split)"
+    if len(spans) == 1:
+        return f"whole, on one worker ({plan.tiles} tiles)"
+    return (f"split into {len(spans)} parts of up to {len(spans[0])} tile rows ({len(spans[0]) * plan.grid_shape[1]} "
+            f"tiles), scanned by different workers and stitched on the driver")
+
+
 @dataclass
 class _Scene:
     """A prepared scene on its way: its parts and what came back."""
@@ -213,12 +234,9 @@ class RayRun:
     # -- jobs
     def _jobs_of(self, scene: Prepared) -> list[Job]:
         plan, vrt = scene.plan, portable(scene.plan)
-        if plan.model.task != "detector":
+        spans = parts_of(plan, self.settings.split_rows)
+        if spans is None:
             return [Job(next(self._ids), scene.key, plan, None, vrt)]
-        per = self.settings.split_rows
-        if per is None:
-            per = rows_per_part(plan.grid_shape, DEFAULTS.ray_split_tiles)
-        spans = split_rows(plan.grid_shape[0], per or plan.grid_shape[0])
         return [Job(next(self._ids), scene.key, plan, span, vrt) for span in spans]
 
     def _next_job(self, inputs: deque) -> tuple[Job, int] | None:
