@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
@@ -62,3 +64,17 @@ def test_real_speed_scans_the_sparse_scene_with_each_lever_and_writes_its_table(
     assert rows[0][3] == "-" and rows[3][3] == "`demo_classifier.onnx` at 0.9"
     recall = [float(r[8].split()[0]) for r in rows]
     assert recall[0] > 0.5 and recall[4] == recall[3]  # a trained pair finds the sites, gated or not
+
+
+def test_ray_scaling_runs_each_configuration_and_writes_its_table(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray_scaling.md"
+    subprocess.run([sys.executable, str(BENCHMARKS / "ray_scaling.py"), "--scenes", "2", "--size", "700",
+                    "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                              for line in out.read_text().splitlines() if line.startswith("| local") or line.startswith("| Ray"))}
+    assert list(rows) == ["local, 1 worker", "local, 2 workers", "Ray, 1 worker", "Ray, 2 workers"]
+    assert all(float(r[0]) > 0 for r in rows.values())
+    assert rows["Ray, 1 worker"][2].endswith("without start-up)") and rows["Ray, 2 workers"][3] != "-"
+    assert (tmp_path / "cache" / "run-0-Ray-2workers" / "run_summary.json").is_file()

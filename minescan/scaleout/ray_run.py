@@ -209,7 +209,11 @@ class RayRun:
         return self.ray.remote(SceneWorker).options(**options)
 
     def _start(self, slot: _Slot) -> None:
-        slot.actor = self._actor_class().remote(self.spec)
+        self._started(slot, self._actor_class().remote(self.spec))
+
+    def _started(self, slot: _Slot, actor: Any) -> None:
+        """Wait for ``actor`` to load its model and take it into ``slot``."""
+        slot.actor = actor
         try:
             facts = self.ray.get(slot.actor.describe.remote())
         except Exception as exc:  # the model does not load there: nothing will scan, stop the run
@@ -348,8 +352,9 @@ class RayRun:
         try:
             self.progress.note(f"Ray: {self.place.describe()}")
             self.slots = [_Slot(i, None) for i in range(self.place.workers)]
-            for slot in self.slots:
-                self._start(slot)
+            actors = [self._actor_class().remote(self.spec) for _ in self.slots]  # they load their models side by side
+            for slot, actor in zip(self.slots, actors):
+                self._started(slot, actor)
             last_poll = time.monotonic()
             while True:
                 self._hand_out(inputs)
