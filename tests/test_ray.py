@@ -35,8 +35,12 @@ SLOW = {"worker_process_setup_hook": "testkit.slow_inference.slow_workers",
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray instance for the module; workers import testkit (for the slow-inference hook) from the checkout."""
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]  # the raylet and its workers inherit it
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    finally:
+        os.environ.pop("PYTHONPATH") if before is None else os.environ.update(PYTHONPATH=before)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -187,3 +191,23 @@ def test_ray_options_fail_in_one_line(cluster, scenes, square_model, tmp_path, c
     assert main(["scan", scene, "--model", str(square_model), "--out-dir", str(tmp_path / "d"), "--ray"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["minescan: error: running on Ray needs the ray package: pip install 'minescan[ray]'"]
+
+
+def test_the_readme_ray_examples_run_as_written(tmp_path):
+    from minescan.synthetic.mining import MiningSpec, write_mining_scene
+
+    text = (ROOT / "README.md").read_text()
+    blocks = []
+    for marker in ("ray-api-example", "ray-data-example"):
+        match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
+        assert match, f"README has no example marked <!-- {marker} -->"
+        blocks.append(match.group(1))
+    write_mining_scene(tmp_path / "minescan-demo" / "scene.tif", MiningSpec(width=1536, height=1536, seed=7))
+    (tmp_path / "minescan").mkdir()
+    (tmp_path / "minescan" / "models").symlink_to(ROOT / "minescan" / "models")
+    run = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^1 done; \{'illegal_mining': \d+", run.stdout, re.M), run.stdout
+    assert re.search(r"^9 tiles, \d+ boxes before stitching", run.stdout, re.M), run.stdout
+    assert (tmp_path / "results-api" / "scene.gpkg").is_file()

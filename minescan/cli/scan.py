@@ -194,8 +194,12 @@ def progress_bar(total: int, label: str):
     return update
 
 
-def load_scanner(args: argparse.Namespace):
-    """The model, loaded once for every scene; a notice (a GPU package that cannot reach its GPU) goes to stderr."""
+def load_scanner(args: argparse.Namespace, *, planning: bool = False):
+    """The model, loaded once for every scene; a notice (a GPU package that cannot reach its GPU) goes to stderr.
+
+    ``planning``: this process only plans (a Ray run's driver): the model loads on the CPU with one
+    thread, whatever this machine has, and the workers load it as the arguments ask.
+    """
     from minescan.scan.scanner import Scanner
 
     if args.gate_threshold is not None and not args.gate:
@@ -203,14 +207,23 @@ def load_scanner(args: argparse.Namespace):
     from minescan.engine.memory_budget import MemoryBudgetError
 
     budget = max_memory(getattr(args, "max_memory", None))  # a malformed size fails before the model loads
+    asked = {"backend": args.backend, "threads": args.threads, "workers": args.workers, "max_memory": budget}
+    here = dict(asked, backend="cpu", threads=1, workers=1, max_memory=None) if planning and not _engine(args.model) else asked
     try:
-        scanner = Scanner(args.model, backend=args.backend, threads=args.threads, workers=args.workers, gate=args.gate,
-                          max_memory=budget)
+        scanner = Scanner(args.model, gate=args.gate, **here)
     except MemoryBudgetError as exc:
         raise MemoryBudgetError(f"--max-memory {args.max_memory}: {exc}") from None
-    if scanner.notice:
+    scanner.loading = asked  # how the Ray workers load it
+    if scanner.notice and not planning:
         print(f"minescan: note: {scanner.notice}", file=sys.stderr, flush=True)
     return scanner
+
+
+def _engine(model: str) -> bool:
+    """A TensorRT engine loads only with TensorRT (the planning driver must load it as asked)."""
+    from minescan.engine.backends import is_engine_file
+
+    return is_engine_file(model)
 
 
 def gather_inputs(args: argparse.Namespace) -> list[str]:
@@ -301,7 +314,7 @@ def _run_many(args: argparse.Namespace, options) -> int:
     if args.quicklook_size < 0:
         raise UsageError(f"--quicklook-size {args.quicklook_size} is out of range: 0 (no quicklooks) or a size in px")
     cluster = ray_settings(args)  # checked before the model loads
-    scanner = load_scanner(args)
+    scanner = load_scanner(args, planning=cluster is not None)
     settings = RunSettings(out_dir=Path(args.out_dir), result_format=args.format, quicklook_size=args.quicklook_size,
                            verbose=args.verbose, ray=cluster)
     return run_many(keys, scanner, options, settings)

@@ -61,8 +61,10 @@ class RayRunError(MinescanError):
 class RaySettings:
     """Where and how a run's scenes are scanned on Ray.
 
-    ``address``: None starts a local Ray instance for the run; ``"auto"`` or
-    ``"ray://host:10001"`` joins an existing cluster.  ``workers``: actors
+    ``address``: None follows Ray's own rule (``RAY_ADDRESS``, else a cluster
+    ``ray start`` runs on this machine, else a local instance started for
+    the run and stopped after it); ``"auto"``, ``"HOST:6379"`` or
+    ``"ray://HOST:10001"`` join that cluster.  ``workers``: actors
     (default: one per GPU share with ``gpus_per_worker``, else one per node).
     ``split_rows``: tile rows per part of a split scene (None: split only
     scenes of more than :attr:`~minescan.defaults.Defaults.ray_split_tiles`
@@ -106,7 +108,7 @@ def connect(settings: RaySettings) -> bool:
     if settings.runtime_env:
         kwargs["runtime_env"] = dict(settings.runtime_env)
     if settings.address is None:
-        kwargs.update(include_dashboard=False, num_cpus=None)
+        kwargs.update(include_dashboard=False)
     try:
         ray.init(address=settings.address, **kwargs)
     except Exception as exc:  # ConnectionError, ValueError, RuntimeError, TimeoutError: all mean "no cluster there"
