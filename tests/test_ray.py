@@ -202,6 +202,7 @@ def test_the_readme_ray_examples_run_as_written(tmp_path):
         match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
         assert match, f"README has no example marked <!-- {marker} -->"
         blocks.append(match.group(1))
+    (tmp_path / "minescan-demo").mkdir()
     write_mining_scene(tmp_path / "minescan-demo" / "scene.tif", MiningSpec(width=1536, height=1536, seed=7))
     (tmp_path / "minescan").mkdir()
     (tmp_path / "minescan" / "models").symlink_to(ROOT / "minescan" / "models")

@@ -135,7 +135,7 @@ def failure(ctx: RunContext, exc: BaseException) -> str:
         return str(exc)
     # Not a fault in the input but a bug; one scene must still not sink the night's run.
     if ctx.settings.verbose:
-        traceback.print_exc()
+        traceback.print_exception(exc)
     return f"unexpected {type(exc).__name__}: {first_line(exc)}"
 
 
@@ -149,16 +149,28 @@ class Prepared:
     attempts: int
 
 
-def prepare(ctx: RunContext, key: str, source: Source | MinescanError) -> SceneReport | Prepared:
-    """Plan one input; a report when it needs no scan (done in an earlier run) or cannot be scanned."""
+def plan_input(ctx: RunContext, source: Source | MinescanError) -> ScanPlan | Exception:
+    """One input's plan, or why it has none (the input did not resolve, or cannot be planned); touches no journal,
+    so a Ray run's driver plans ahead on several threads."""
+    if isinstance(source, MinescanError):
+        return source
+    try:
+        return ctx.scanner.plan(source, **ctx.options.__dict__)
+    except Exception as exc:  # a scene that cannot be planned (unreadable, bands out of range) fails on its own
+        return exc
+
+
+def prepare(ctx: RunContext, key: str, source: Source | MinescanError,
+            planned: ScanPlan | Exception | None = None) -> SceneReport | Prepared:
+    """Plan one input (unless ``planned`` by :func:`plan_input`) and mark it started; a report instead when it needs
+    no scan (done in an earlier run) or cannot be scanned."""
     if isinstance(source, MinescanError):
         product_id = safe_name(Path(key.split(",")[0]).stem)
         ctx.journal.fail(key, product_id, "", str(source))
         return SceneReport(key, product_id, "failed", attempts=1, error=str(source))
-    try:
-        plan = ctx.scanner.plan(source, **ctx.options.__dict__)
-    except Exception as exc:  # a scene that cannot be planned (unreadable, bands out of range) fails on its own
-        reason = failure(ctx, exc)
+    plan = plan_input(ctx, source) if planned is None else planned
+    if isinstance(plan, Exception):
+        reason = failure(ctx, plan)
         ctx.journal.fail(key, source.product_id, "", reason)
         return SceneReport(key, source.product_id, "failed", attempts=1, error=reason)
     stamp = fingerprint(ctx.model_digest, plan, ctx.settings.result_format)
