@@ -73,7 +73,7 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--out-dir``, ``--manifest``, ``--boa-offset``, ``--format``, ``--quicklook-size``."""
+    """``--out-dir``, ``--manifest``, ``--boa-offset``, ``--format``, ``--quicklook-size``; ``--stac-search`` and its filters."""
     from minescan.results.formats import RESULT_FORMATS
 
     g = p.add_argument_group("many scenes (resumable runs into a folder)")
@@ -88,6 +88,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help=f"result file format per scene (default {DEFAULTS.result_format})")
     g.add_argument("--quicklook-size", type=int, default=DEFAULTS.quicklook_size, metavar="PX",
                    help=f"longest side of each scene's quicklook PNG; 0 for none (default {DEFAULTS.quicklook_size})")
+    st = p.add_argument_group("scenes from a STAC API", "search a STAC API and scan the items it finds as a run "
+                              "(needs --out-dir, or --dry-run); each item is saved to <out-dir>/sources/stac-items/"
+                              "<id>.json, so rerunning the same command resumes the run")
+    st.add_argument("--stac-search", metavar="URL", help="the STAC API's root URL, e.g. https://earth-search.aws.element84.com/v1")
+    st.add_argument("--collection", action="append", metavar="NAME",
+                    help=f"collection to search; repeatable (default {DEFAULTS.stac_collection})")
+    st.add_argument("--bbox", metavar="W,S,E,N", help="items intersecting this box, in degrees: west,south,east,north")
+    st.add_argument("--datetime", metavar="RANGE",
+                    help="items acquired in this RFC 3339 interval, e.g. 2024-06-01/2024-08-31 (.. for an open end), or on one date")
+    st.add_argument("--max-cloud", type=float, metavar="PCT", help="items whose eo:cloud_cover is below PCT percent")
+    st.add_argument("--max-items", type=int, default=DEFAULTS.stac_max_items, metavar="N",
+                    help=f"at most N items, in the API's order (default {DEFAULTS.stac_max_items})")
 
 
 def add_ray_options(p: argparse.ArgumentParser) -> None:
@@ -227,20 +239,59 @@ def _engine(model: str) -> bool:
 
 
 def gather_inputs(args: argparse.Namespace) -> list[str]:
-    """Scenes from the command line, then from each manifest, once each, in order."""
+    """Scenes from the command line, then from each manifest, then the items of --stac-search, once each, in order."""
     from minescan.raster.sources.resolve import absolute_input, read_manifest
 
     inputs = [absolute_input(text, Path.cwd()) for text in args.scenes]
     for manifest in args.manifest:
         inputs += read_manifest(manifest)
+    inputs += [str(path) for path in _stac_scenes(args)]
     return list(dict.fromkeys(inputs))
+
+
+_SEARCH_FLAGS = {"url": "--stac-search", "collections": "--collection", "bbox": "--bbox", "datetime": "--datetime",
+                 "max_cloud": "--max-cloud", "max_items": "--max-items"}
+
+
+def _stac_scenes(args: argparse.Namespace) -> list[Path]:
+    """The item files of ``--stac-search`` (none without it): in ``<out-dir>/sources/stac-items``, else a temporary folder."""
+    from minescan.raster.sources.stac_search import SearchValueError, StacSearch, parse_bbox, search_scenes
+
+    given = getattr(args, "stac_search", None)
+    if not given:
+        stray = [flag for flag, value in (("--collection", args.collection), ("--bbox", args.bbox), ("--datetime", args.datetime),
+                                          ("--max-cloud", args.max_cloud)) if value is not None]
+        if stray:
+            raise UsageError(f"{stray[0]} selects items of a STAC API search: give --stac-search URL")
+        return []
+    if not args.out_dir and not args.dry_run:
+        raise UsageError("--stac-search scans a run: give --out-dir DIR (results, journal and the items found go there), "
+                         "or --dry-run")
+    try:
+        search = StacSearch(given, collections=tuple(args.collection or (DEFAULTS.stac_collection,)),
+                            bbox=parse_bbox(args.bbox) if args.bbox is not None else None, datetime=args.datetime,
+                            max_cloud=args.max_cloud, max_items=args.max_items)
+    except SearchValueError as exc:
+        raise UsageError(exc.describe(_SEARCH_FLAGS.get(exc.setting, exc.setting))) from None
+    if args.out_dir:
+        from minescan.runs.batch import SOURCES_FOLDER
+
+        folder = Path(args.out_dir) / SOURCES_FOLDER / "stac-items"
+    else:  # a dry run writes nothing that lasts
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="minescan-stac-items-"))
+        atexit.register(shutil.rmtree, folder, True)
+    return search_scenes(search, folder)
 
 
 def run_scan(args: argparse.Namespace) -> int:
     options = scan_options(args)  # a value out of range fails before the model loads
     if args.ray is not None and not args.out_dir and not args.dry_run:
         raise UsageError("--ray scans a run: give --out-dir DIR (results, journal and summary are written there)")
-    if args.out_dir or args.manifest or len(args.scenes) != 1:
+    if args.out_dir or args.manifest or args.stac_search or len(args.scenes) != 1:
         return _run_many(args, options)
     if not args.out and not args.dry_run:
         raise UsageError("one scene needs --out FILE (or --out-dir DIR for a resumable run)")
@@ -302,11 +353,11 @@ def run_scan(args: argparse.Namespace) -> int:
 def _run_many(args: argparse.Namespace, options) -> int:
     from minescan.runs.batch import RunSettings, RunError, run_many
 
+    if args.out:
+        raise RunError(f"--out {args.out} names one result file; for several scenes, --manifest or --stac-search use --out-dir")
     keys = gather_inputs(args)
     if not keys:
-        raise RunError("no scenes given: pass scene paths, .SAFE products, STAC items or --manifest FILE")
-    if args.out:
-        raise RunError(f"--out {args.out} names one result file; for several scenes or --manifest use --out-dir")
+        raise RunError("no scenes given: pass scene paths, .SAFE products, STAC items, --manifest FILE or --stac-search URL")
     if args.dry_run:
         return _dry_run_many(args, keys, options)
     if not args.out_dir:

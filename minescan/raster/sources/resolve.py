@@ -6,7 +6,8 @@ the manifest's folder).  Each input is recognised by its shape:
 
 - ``a_B04.jp2,a_B03.jp2,a_B02.jp2`` (commas): per-band files;
 - a ``.SAFE`` folder, ``MTD_MSIL*.xml``, a ``.zip`` or ``SENTINEL2_L*:`` string: a product;
-- a ``.json`` file: a STAC item;
+- a ``.json`` file, or an ``http(s)://`` URL of one or of a STAC API's
+  ``.../collections/<id>/items/<id>``: a STAC item;
 - any other folder: per-band files inside it;
 - a remote raster (``https://``, ``/vsicurl/...``): wrapped in a VRT;
 - anything else: a raster file scanned as it is (GeoTIFF, COG, VRT, ...).
@@ -23,7 +24,7 @@ from rasterio.errors import RasterioError
 from minescan.raster.sources.bandfiles import resolve_folder, resolve_list
 from minescan.raster.sources.safe import is_safe, resolve_safe
 from minescan.raster.sources.source import Source, SourceError, first_line, safe_name
-from minescan.raster.sources.stac import gdal_href, resolve_stac
+from minescan.raster.sources.stac import gdal_href, is_item_url, resolve_stac
 from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
 
 
@@ -75,6 +76,8 @@ def resolve(text: str, vrt_dir: Path) -> Source:
         return resolve_list(text, vrt_dir)
     if is_safe(text):
         return resolve_safe(text, vrt_dir)
+    if is_item_url(text):
+        return resolve_stac(text, vrt_dir)
     if _is_remote(text):
         return _remote(text, vrt_dir)
     path = Path(text)
