@@ -40,29 +40,22 @@ def percentiles(value: str) -> tuple[float, float]:
 
 def positive(kind):
     """An argparse type for positive numbers of ``kind`` (int or float)."""
-
-    def parse(value: str):
-        try:
-            number = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-        return number
-
-    return parse
+    return _bounded(kind, zero_allowed=False)
 
 
 def nonnegative(kind):
     """An argparse type for numbers of ``kind`` (int or float) that are 0 or more."""
+    return _bounded(kind, zero_allowed=True)
 
+
+def _bounded(kind, *, zero_allowed: bool):
     def parse(value: str):
         try:
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {value!r}") from None
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        if number < 0 or (number == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_allowed else 'positive'}, got {value}")
         return number
 
     return parse
