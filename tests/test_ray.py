@@ -187,6 +187,10 @@ def test_ray_options_fail_in_one_line(cluster, scenes, square_model, tmp_path, c
     assert main(["scan", scene, "--model", str(square_model), "--out-dir", str(tmp_path / "c"), "--ray",
                  "--ray-runtime-env", "{nope"]) == 1
     assert "--ray-runtime-env '{nope' is not JSON" in capsys.readouterr().err
+    nobody = subprocess.run([sys.executable, "-m", "minescan", "scan", scene, "--model", str(square_model), "--out-dir",
+                             str(tmp_path / "e"), "--ray", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert nobody.returncode == 1
+    assert nobody.stderr.strip().splitlines()[-1].startswith("minescan: error: cannot reach the Ray cluster at '127.0.0.1:1'")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     assert main(["scan", scene, "--model", str(square_model), "--out-dir", str(tmp_path / "d"), "--ray"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -69,7 +69,8 @@ class RaySettings:
     ``address``: None follows Ray's own rule (``RAY_ADDRESS``, else a cluster
     ``ray start`` runs on this machine, else a local instance started for
     the run and stopped after it); ``"auto"``, ``"HOST:6379"`` or
-    ``"ray://HOST:10001"`` join that cluster.  ``workers``: actors
+    ``"ray://HOST:10001"`` join that cluster.  In a program that has already
+    called ``ray.init``, that connection is used as it is.  ``workers``: actors
     (default: one per GPU share with ``gpus_per_worker``, else one per node).
     ``split_rows``: tile rows per part of a split scene (None: split only
     scenes of more than :attr:`~minescan.defaults.Defaults.ray_split_tiles`
@@ -109,6 +110,8 @@ def connect(settings: RaySettings) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if settings.address not in (None, "auto"):
+        reachable(settings.address)
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
     if settings.runtime_env:
         kwargs["runtime_env"] = dict(settings.runtime_env)
@@ -120,6 +123,25 @@ def connect(settings: RaySettings) -> bool:
         where = f"the Ray cluster at {settings.address!r}" if settings.address else "a local Ray instance"
         raise RayRunError(f"cannot reach {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     return True
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Raise :class:`RayRunError` unless something answers TCP at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``)
+    within ``timeout`` seconds: Ray itself retries an unanswered address for minutes before it gives up."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = where.port
+    except ValueError:
+        port = None
+    if not where.hostname or port is None:
+        raise RayRunError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((where.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise RayRunError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
