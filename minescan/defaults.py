@@ -115,6 +115,9 @@ class Defaults:
     ray_split_tiles: int = 1024
     ray_max_retries: int = 2  # a scene (or part) whose worker died is retried this many times on another
     ray_poll_s: float = 1.0  # how often the driver asks the busy workers for their tiles done
+    # How long a run waits for its first worker to load its model when none is in service (Ray may still be
+    # placing it, installing a runtime_env, or unable to: resources the cluster lacks); then it stops.
+    ray_start_timeout_s: float = 600.0
     # The service (minescan serve): loopback unless told otherwise; limits that keep one request from
     # costing more than a few hundred MB.
     serve_host: str = "127.0.0.1"

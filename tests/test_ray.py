@@ -187,6 +187,11 @@ def test_ray_options_fail_in_one_line(cluster, scenes, square_model, tmp_path, c
     assert main(["scan", scene, "--model", str(square_model), "--out-dir", str(tmp_path / "c"), "--ray",
                  "--ray-runtime-env", "{nope"]) == 1
     assert "--ray-runtime-env '{nope' is not JSON" in capsys.readouterr().err
+    assert main(["scan", scene, "--model", str(square_model), "--out-dir", str(tmp_path / "f"), "--ray",
+                 "--max-memory", "1K"]) == 1  # the driver only plans; each worker loads the model within the budget
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(r"minescan: error: worker 1 on \S+ cannot load the model: memory budget 1 KiB is "
+                                       r"too small", err[0]), err
     nobody = subprocess.run([sys.executable, "-m", "minescan", "scan", scene, "--model", str(square_model), "--out-dir",
                              str(tmp_path / "e"), "--ray", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 1

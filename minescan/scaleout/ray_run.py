@@ -210,11 +210,18 @@ class _Slot:
     """One actor, its name in the log, and the job it holds (None: idle)."""
 
     index: int
-    actor: Any
+    actor: Any = None  # None: none is running or starting in this slot (given up)
     name: str = ""
+    starting: Any = None  # while the actor loads its model: the reference its describe() answers on
+    since: float = 0.0  # when the current actor was asked to start
+    starts: int = 0  # actors started in this slot so far
     job: Job | None = None
     ref: Any = None
     tries: int = 0  # tries of the current job so far
+
+    @property
+    def ready(self) -> bool:
+        return self.actor is not None and self.starting is None
 
 
 class RayRun:
@@ -229,7 +236,8 @@ class RayRun:
         self.scenes: dict[str, _Scene] = {}
         self.slots: list[_Slot] = []
 
-    # -- actors
+    # -- actors: started without waiting, so that an actor Ray cannot place yet (its node gone, no room left)
+    # never holds up the others; the loop takes each into service when its model has loaded.
     def _actor_class(self):
         options: dict[str, Any] = {"num_cpus": self.place.cpus, "max_concurrency": 2, "scheduling_strategy": "SPREAD",
                                    "runtime_env": {"env_vars": {CORES_VARIABLE: str(self.place.cpus)}}}
@@ -237,32 +245,45 @@ class RayRun:
             options["num_gpus"] = self.place.gpus
         return self.ray.remote(SceneWorker).options(**options)
 
-    def _start(self, slot: _Slot) -> None:
-        self._started(slot, self._actor_class().remote(self.spec))
+    def _launch(self, slot: _Slot) -> None:
+        """Start an actor in ``slot``; it loads its model while the run goes on."""
+        slot.actor = self._actor_class().remote(self.spec)
+        slot.starting, slot.since, slot.starts = slot.actor.describe.remote(), time.monotonic(), slot.starts + 1
 
-    def _started(self, slot: _Slot, actor: Any) -> None:
-        """Wait for ``actor`` to load its model and take it into ``slot``."""
-        slot.actor = actor
+    def _started(self, slot: _Slot) -> None:
+        """The actor in ``slot`` has answered (or died) while starting."""
+        ref, slot.starting = slot.starting, None
         try:
-            facts = self.ray.get(slot.actor.describe.remote())
-        except Exception as exc:  # the model does not load there: nothing will scan, stop the run
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(cause, MinescanError):
-                raise type(cause)(str(cause)) from None
-            raise RayRunError(f"worker {slot.index + 1} did not start: {str(cause).strip().splitlines()[0]}") from None
+            facts = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:  # its process died while loading: start another
+            self._relaunch(slot, _first(exc))
+            return
+        if facts["error"] is not None:  # the model does not load there: nothing would scan, stop the run
+            raise RayRunError(f"worker {slot.index + 1} on {facts['host']} cannot load the model: {facts['error']}")
         slot.name = f"worker {slot.index + 1} ({facts['host']}:{facts['pid']})"
         self.progress.note(f"{slot.name}: {facts['backend']}, {facts['split']}")
 
-    def _restart(self, slot: _Slot) -> None:
-        """A fresh actor in a dead one's place; without one (its node gone, no room left) the run goes on with fewer."""
+    def _relaunch(self, slot: _Slot, why: str) -> None:
+        """A fresh actor in a dead one's place, up to ``max_retries`` times per slot; then the run goes on without."""
         self.ray.kill(slot.actor)
-        try:
-            self._start(slot)
-        except MinescanError as exc:
+        if slot.starts > self.settings.max_retries:
             slot.actor = None
-            self.progress.note(f"{slot.name} could not be replaced: {exc}")
-            if all(s.actor is None for s in self.slots):
-                raise RayRunError(f"every worker died and none could be started again ({exc})") from None
+            self.progress.note(f"worker {slot.index + 1}: given up after {slot.starts} start(s) ({why})")
+            return
+        self._launch(slot)
+
+    def _check_workers(self, work_left: bool) -> None:
+        """Raise when work is left and no worker is in service or can still come: every slot given up, or none has
+        come up within ``DEFAULTS.ray_start_timeout_s`` (Ray cannot place them: resources it does not have)."""
+        if not work_left or any(s.ready for s in self.slots):
+            return
+        starting = [s for s in self.slots if s.starting is not None]
+        if not starting:
+            raise RayRunError("every worker died and none could be started again")
+        waited = time.monotonic() - min(s.since for s in starting)
+        if waited > DEFAULTS.ray_start_timeout_s:
+            raise RayRunError(f"no worker started within {waited:.0f} s: the cluster has no room for "
+                              f"{self.place.describe()} (ray status shows what it has)")
 
     # -- jobs
     def _jobs_of(self, scene: Prepared) -> list[Job]:
@@ -297,7 +318,7 @@ class RayRun:
 
     def _hand_out(self, inputs: deque) -> None:
         for slot in self.slots:
-            if slot.job is None and slot.actor is not None:
+            if slot.job is None and slot.ready:
                 nxt = self._next_job(inputs)
                 if nxt is None:
                     return
@@ -322,7 +343,7 @@ class RayRun:
         try:
             result = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:  # the process died: replace it, run the job again
-            self._restart(slot)
+            self._relaunch(slot, _first(exc))
             if scene is None or scene.failed:
                 return None
             scene.retried += 1
@@ -392,19 +413,24 @@ class RayRun:
         self._planner = ThreadPoolExecutor(PLANNER_THREADS, thread_name_prefix="minescan-plan")
         try:
             self.progress.note(f"Ray: {self.place.describe()}")
-            self.slots = [_Slot(i, None) for i in range(self.place.workers)]
-            actors = [self._actor_class().remote(self.spec) for _ in self.slots]  # they load their models side by side
-            for slot, actor in zip(self.slots, actors):
-                self._started(slot, actor)
+            self.slots = [_Slot(i) for i in range(self.place.workers)]
+            for slot in self.slots:  # they load their models side by side
+                self._launch(slot)
             last_poll = time.monotonic()
             while True:
                 self._hand_out(inputs)
+                work_left = bool(self.jobs or inputs or self._planning)
                 busy = {s.ref: s for s in self.slots if s.job is not None}
-                if not busy:
+                starting = {s.starting: s for s in self.slots if s.starting is not None}
+                if not busy and not work_left:
                     break
-                ready, _ = self.ray.wait(list(busy), num_returns=1, timeout=DEFAULTS.ray_poll_s)
+                self._check_workers(work_left)
+                ready, _ = self.ray.wait(list(busy) + list(starting), num_returns=1, timeout=DEFAULTS.ray_poll_s)
                 complete = []
                 for ref in ready:
+                    if ref in starting:
+                        self._started(starting[ref])
+                        continue
                     finished = self._returned(busy[ref], ref)
                     if finished is not None:
                         complete.append(finished[0])

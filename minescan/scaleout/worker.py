@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minescan.errors import MinescanError
 from minescan.scan.plan import ScanPlan
 from minescan.scan.split import RowSpan
 
@@ -107,12 +108,20 @@ class SceneWorker:
         from minescan.scan.scanner import Scanner
 
         self.spec = spec
-        self._folder = Path(tempfile.mkdtemp(prefix="minescan-worker-"))
-        local = self._unpack(spec.shipped)
-        self.scanner = Scanner(local.get("model", spec.model), backend=spec.backend, threads=spec.threads,
-                               workers=spec.workers, gate=local.get("gate", spec.gate), max_memory=spec.max_memory)
         self._lock = threading.Lock()
         self._done: dict[int, int] = {}
+        self._folder = Path(tempfile.mkdtemp(prefix="minescan-worker-"))
+        # A model that does not load here is reported by describe() in its own words: raised from __init__, it
+        # would reach the driver as Ray's "actor died" with a traceback, like a lost process.
+        self.error: str | None = None
+        try:
+            local = self._unpack(spec.shipped)
+            self.scanner = Scanner(local.get("model", spec.model), backend=spec.backend, threads=spec.threads,
+                                   workers=spec.workers, gate=local.get("gate", spec.gate), max_memory=spec.max_memory)
+        except MinescanError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any other load failure, in one line
+            self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
     def _unpack(self, shipped: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]) -> dict[str, Path]:
         """Write the shipped model files into this worker's folder; role -> the model file's local path."""
@@ -129,10 +138,13 @@ class SceneWorker:
         return local
 
     def describe(self) -> dict[str, Any]:
-        """Where this worker runs and how its model runs there (for the driver's log)."""
-        model = self.scanner.model
-        return {"host": socket.gethostname(), "pid": os.getpid(), "backend": self.scanner.backend,
-                "split": model.describe_split(why=False), "notice": self.scanner.notice}
+        """Where this worker runs and how its model runs there (for the driver's log); ``error``: why the model
+        did not load here (None when it did)."""
+        where = {"host": socket.gethostname(), "pid": os.getpid(), "error": self.error}
+        if self.error is not None:
+            return where
+        return where | {"backend": self.scanner.backend, "split": self.scanner.model.describe_split(why=False),
+                        "notice": self.scanner.notice}
 
     def progress(self) -> dict[int, int]:
         """Tiles done so far per job under way."""
