@@ -220,9 +220,16 @@ def load_scanner(args: argparse.Namespace, *, planning: bool = False):
 
     budget = max_memory(getattr(args, "max_memory", None))  # a malformed size fails before the model loads
     asked = {"backend": args.backend, "threads": args.threads, "workers": args.workers, "max_memory": budget}
-    here = dict(asked, backend="cpu", threads=1, workers=1, max_memory=None) if planning and not _engine(args.model) else asked
     try:
-        scanner = Scanner(args.model, gate=args.gate, **here)
+        if planning and not _engine(args.model):
+            from minescan.engine import load_detector
+
+            def inspect(path):
+                return load_detector(path, backend="cpu", threads=1, workers=1, planning_only=True)
+
+            scanner = Scanner(inspect(args.model), gate=inspect(args.gate) if args.gate else None)
+        else:
+            scanner = Scanner(args.model, gate=args.gate, **asked)
     except MemoryBudgetError as exc:
         raise MemoryBudgetError(f"--max-memory {args.max_memory}: {exc}") from None
     scanner.loading = asked  # how the Ray workers load it

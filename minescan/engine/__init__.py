@@ -22,6 +22,7 @@ def load_detector(
     threads: int | None = None,
     workers: int | None = None,
     max_batch: int | None = None,
+    planning_only: bool = False,
 ) -> Detector:
     """Load and contract-check the model at ``path`` on ``backend`` (one of :data:`BACKENDS`).
 
@@ -30,7 +31,9 @@ def load_detector(
     machine whose GPU package cannot reach its GPU sets the detector's
     ``notice``.  On the CPU, ``threads`` (intra-op threads per call) and
     ``workers`` (concurrent calls) default to filling the cores
-    (:meth:`minescan.defaults.Defaults.cpu_split`).
+    (:meth:`minescan.defaults.Defaults.cpu_split`).  ``planning_only``: an ONNX
+    model read for its contract and metadata only (no graph optimisation, no
+    probe call; a Ray run's driver, which plans while its workers scan).
     """
     import onnxruntime as ort
 
@@ -41,7 +44,8 @@ def load_detector(
         return TensorRTDetector(path, max_batch=max_batch)
     from minescan.engine.onnxruntime_backend import OnnxRuntimeDetector
 
-    detector = OnnxRuntimeDetector(path, threads=threads, workers=workers, max_batch=max_batch, providers=plan.providers)
+    detector = OnnxRuntimeDetector(path, threads=threads, workers=workers, max_batch=max_batch, providers=plan.providers,
+                                   planning_only=planning_only)
     detector.notice = check_providers(plan, detector.providers, path)
     return detector
 

@@ -90,8 +90,13 @@ class OnnxRuntimeDetector:
         max_batch: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         max_memory: int | str | None = None,
+        planning_only: bool = False,
     ):
         path = Path(path)
+        # planning_only: the model is only read for its contract and metadata (a Ray run's driver plans, its
+        # workers scan): no graph optimisation and no probe call.  Measured on the ResNet-50 fixture: 0.25 s
+        # instead of 3.1 s and no 720 MB probe call.  detect() still works, unoptimised.
+        self._planning_only = planning_only
         if path.is_dir():
             raise ModelLoadError(f"{path}: is a folder, not a model file (an .onnx model, or a TensorRT .engine)")
         if not path.is_file():
@@ -126,7 +131,7 @@ class OnnxRuntimeDetector:
         except MetadataError as exc:
             raise MetadataError(f"{path}: {exc}") from None
         self._max_batch = self.signature.batch or max_batch
-        if self.on_cpu:
+        if self.on_cpu and not planning_only:
             self.limit_memory(max_memory)
 
     def _open(self, threads: int, lean: bool = False) -> ort.InferenceSession:
@@ -139,6 +144,8 @@ class OnnxRuntimeDetector:
         # 4.5 s with spinning, 2.9-4.1 s without.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        if self._planning_only:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         for name, value in (SESSION_MEMORY_SETTINGS.items() if lean else ()):
             setattr(options, name, value)
         try:
