@@ -214,7 +214,7 @@ class _Slot:
     name: str = ""
     starting: Any = None  # while the actor loads its model: the reference its describe() answers on
     since: float = 0.0  # when the current actor was asked to start
-    starts: int = 0  # actors started in this slot so far
+    failed_starts: int = 0  # actors in a row that died before their model had loaded
     job: Job | None = None
     ref: Any = None
     tries: int = 0  # tries of the current job so far
@@ -248,7 +248,7 @@ class RayRun:
     def _launch(self, slot: _Slot) -> None:
         """Start an actor in ``slot``; it loads its model while the run goes on."""
         slot.actor = self._actor_class().remote(self.spec)
-        slot.starting, slot.since, slot.starts = slot.actor.describe.remote(), time.monotonic(), slot.starts + 1
+        slot.starting, slot.since = slot.actor.describe.remote(), time.monotonic()
 
     def _started(self, slot: _Slot) -> None:
         """The actor in ``slot`` has answered (or died) while starting."""
@@ -256,19 +256,23 @@ class RayRun:
         try:
             facts = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:  # its process died while loading: start another
+            slot.failed_starts += 1
             self._relaunch(slot, _first(exc))
             return
+        slot.failed_starts = 0
         if facts["error"] is not None:  # the model does not load there: nothing would scan, stop the run
             raise RayRunError(f"worker {slot.index + 1} on {facts['host']} cannot load the model: {facts['error']}")
         slot.name = f"worker {slot.index + 1} ({facts['host']}:{facts['pid']})"
         self.progress.note(f"{slot.name}: {facts['backend']}, {facts['split']}")
 
     def _relaunch(self, slot: _Slot, why: str) -> None:
-        """A fresh actor in a dead one's place, up to ``max_retries`` times per slot; then the run goes on without."""
+        """A fresh actor in a dead one's place; a slot whose actors die while starting more than ``max_retries``
+        times in a row is given up and the run goes on without it.  (A job that kills its worker is bounded by
+        its own tries, so one bad scene does not use up the workers.)"""
         self.ray.kill(slot.actor)
-        if slot.starts > self.settings.max_retries:
+        if slot.failed_starts > self.settings.max_retries:
             slot.actor = None
-            self.progress.note(f"worker {slot.index + 1}: given up after {slot.starts} start(s) ({why})")
+            self.progress.note(f"worker {slot.index + 1}: given up after {slot.failed_starts} failed start(s) ({why})")
             return
         self._launch(slot)
 
