@@ -62,5 +62,22 @@ def slow_workers() -> None:
     OnnxRuntimeDetector.detect = slow
 
 
+def poisoned_workers() -> None:
+    """A Ray ``worker_process_setup_hook``: a worker given a scene whose input names ``poison`` dies at once
+    (``os._exit``), as a process killed by a scene that exhausts its memory would."""
+    import os
+
+    from minescan.scaleout.worker import SceneWorker
+
+    run = SceneWorker.run
+
+    def poisoned(self, job):
+        if "poison" in job.key:
+            os._exit(1)
+        return run(self, job)
+
+    SceneWorker.run = poisoned
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

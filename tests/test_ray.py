@@ -178,6 +178,21 @@ def test_a_killed_driver_resumes_and_scans_nothing_twice(cluster, scenes, square
         assert_matches(out / f"{path.stem}.gpkg", truth)
 
 
+def test_a_scene_that_kills_every_worker_fails_alone_after_its_retries(cluster, scenes, square_model, tmp_path):
+    poison = tmp_path / "poison.tif"
+    poison.write_bytes(scenes[0][0].read_bytes())
+    paths = [scenes[1][0], poison, scenes[2][0]]
+    hook = {"worker_process_setup_hook": "testkit.slow_inference.poisoned_workers"}
+    run = subprocess.run([sys.executable, "-m", "minescan", "scan", *map(str, paths), "--model", str(square_model),
+                          "--out-dir", str(tmp_path / "run"), *TILING, "--ray", cluster, "--ray-workers", "1",
+                          "--ray-runtime-env", json.dumps(hook)], capture_output=True, text=True, timeout=300, env=_env())
+    assert run.returncode == 1, run.stdout + run.stderr
+    reports = summary(tmp_path / "run")
+    assert [reports[p.stem]["status"] for p in paths] == ["done", "failed", "done"]
+    assert reports["poison"]["error"].startswith("its worker died 3 time(s)")
+    assert "1 of 3 scenes failed (poison)" in run.stderr
+
+
 def test_ray_options_fail_in_one_line(cluster, scenes, square_model, tmp_path, capsys, monkeypatch):
     scene = str(scenes[0][0])
     assert main(["scan", scene, "--model", str(square_model), "--out", str(tmp_path / "a.gpkg"), "--ray"]) == 1
