@@ -46,7 +46,7 @@ def _message(exc: MinescanError) -> str:
     """The one line for ``exc``; a setting out of range is named by its flag."""
     from minescan.scan.plan import OptionError
 
-    return exc.describe(flag(exc.option)) if isinstance(exc, OptionError) else str(exc)
+    return exc.describe(flag(exc.setting)) if isinstance(exc, OptionError) else str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -233,27 +233,27 @@ def _run(ctx: RunContext, keys: list[str]) -> tuple[list[SceneReport], bool]:
         from minescan.scaleout.ray_run import run_on_ray
 
         done, interrupted = run_on_ray(ctx, keys, sources, ctx.settings.ray)
-        pending = [SceneReport(key, s.product_id if isinstance(s, Source) else safe_name(Path(key).stem), "pending")
-                   for key, s in zip(keys, sources)]
-        return [r if r is not None else p for r, p in zip(done, pending)], interrupted
-    reports: list[SceneReport] = []
+    else:
+        done, interrupted = _run_here(ctx, keys, sources)
+    return [report if report is not None else
+            SceneReport(key, s.product_id if isinstance(s, Source) else safe_name(Path(key).stem), "pending")
+            for report, key, s in zip(done, keys, sources)], interrupted
+
+
+def _run_here(ctx: RunContext, keys: list[str], sources: list[Source | MinescanError]) -> tuple[list[SceneReport | None], bool]:
+    """Scan the inputs one after another in this process; None for those an interruption left."""
+    done: list[SceneReport | None] = [None] * len(keys)
     bars = ctx.progress
     assert bars is not None
     try:
-        for index, (key, source) in enumerate(zip(keys, sources), start=1):
-            reports.append(run_scene(ctx, key, source))
-            bars.scene_finished(line(index, len(keys), reports[-1]))
+        for index, (key, source) in enumerate(zip(keys, sources)):
+            done[index] = report = run_scene(ctx, key, source)
+            bars.scene_finished(line(index + 1, len(keys), report))
     except KeyboardInterrupt:
-        interrupted = True
-    else:
-        interrupted = False
+        return done, True
     finally:
         bars.close()
-    pending = [
-        SceneReport(key, s.product_id if isinstance(s, Source) else safe_name(Path(key).stem), "pending")
-        for key, s in list(zip(keys, sources))[len(reports):]
-    ]
-    return reports + pending, interrupted
+    return done, False
 
 
 def execute(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> RunSummary:

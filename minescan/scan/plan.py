@@ -48,7 +48,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from minescan.defaults import DEFAULTS
-from minescan.errors import MinescanError
+from minescan.errors import MinescanError, SettingError
 from minescan.model.statistics import InputStatistics
 from minescan.raster.grid import TileGrid, TileGridError
 from minescan.raster.radiometry import (
@@ -66,16 +66,10 @@ RASTER = "raster"
 DEFAULT = "default"
 
 
-class OptionError(MinescanError):
-    """A scan setting outside its range; names the setting as the Python API spells it (``score_threshold``)."""
+class OptionError(SettingError):
+    """A scan setting outside its range (:class:`~minescan.errors.SettingError`: named as the API spells it)."""
 
-    def __init__(self, option: str, value: object, requirement: str) -> None:
-        self.option, self.value, self.requirement = option, value, requirement
-        super().__init__(self.describe(option))
-
-    def describe(self, name: str) -> str:
-        """The message with the setting called ``name`` (the command line passes its flag)."""
-        return f"{name} {self.value!r} is out of range: {self.requirement}"
+    connector = " is out of range: "
 
 
 def _check(name: str, value: Any, ok: bool, requirement: str) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from minescan.defaults import DEFAULTS
+from minescan.errors import SettingError
 from minescan.raster.sources.source import SourceError, first_line, safe_name
 from minescan.raster.sources.stac import is_url
 
@@ -53,16 +54,9 @@ _MOMENT = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[Tt](\d{2}):(\d{2}):(\d{
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
 
-class SearchValueError(SourceError):
-    """A search setting that cannot be used; names the setting as the Python API spells it (``max_cloud``)."""
-
-    def __init__(self, setting: str, value: object, requirement: str) -> None:
-        self.setting, self.value, self.requirement = setting, value, requirement
-        super().__init__(self.describe(setting))
-
-    def describe(self, name: str) -> str:
-        """The message with the setting called ``name`` (the command line passes its flag)."""
-        return f"{name} {self.value!r}: {self.requirement}"
+class SearchValueError(SourceError, SettingError):
+    """A search setting that cannot be used (:class:`~minescan.errors.SettingError`: named as the API spells it,
+    ``max_cloud``)."""
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
