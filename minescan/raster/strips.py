@@ -13,7 +13,11 @@ Given a :class:`~minescan.raster.radiometry.Radiometry`, the reader threads
 also render each decoded piece to the model's uint8 RGB right away, so every
 pixel is rendered once (tiles overlap: rendering tile by tile renders 1.56
 times the scene at 640/128 px) and on all reader threads, and the reader
-yields :class:`RenderedTile` instead of :class:`TileData`.
+yields :class:`CutTile` instead of :class:`TileData`: a tile that is not
+copied yet, which the batching stage cuts straight into its batch (one copy
+per tile pixel from the rendered strips to the model's input).  Rendering
+and cutting run in the native module (:mod:`minescan.raster.native`) with
+the GIL released.
 
 The next two strips are decoded while the tiles of the current one are cut
 (:data:`_AHEAD`), and each strip is split into many pieces (one decode block
@@ -39,7 +43,9 @@ from rasterio.windows import Window
 from minescan.defaults import available_cores
 from minescan.raster.decoding import decoding_threads, gdal_threads
 from minescan.scan.pipeline import StageClock
+from minescan.raster.buffers import Recycler
 from minescan.raster.grid import Tile, TileGrid
+from minescan.raster.native import native
 from minescan.raster.radiometry import Radiometry
 from minescan.raster.scene import Scene, TileData
 
@@ -75,11 +81,56 @@ _AHEAD = 2
 
 @dataclass(frozen=True)
 class _Piece:
-    """Pixels of one block-aligned window: decoded bands-first [B, h, w], or rendered uint8 [h, w, 3]."""
+    """Pixels of one block-aligned window: decoded bands-first [B, h, w], or rendered uint8 [h, w, 3].
+
+    ``masked`` counts its nodata pixels when known (rendering counts them), else None.
+    """
 
     window: Window
     data: np.ndarray
     nodata: np.ndarray
+    masked: int | None = None
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(col_off, row_off, width, height) in scene pixels."""
+        w = self.window
+        return int(w.col_off), int(w.row_off), int(w.width), int(w.height)
+
+
+def _overlapping(tile: Tile, pieces_: list[_Piece]) -> tuple[_Piece, ...]:
+    """The pieces holding some of the tile's valid pixels."""
+    x0, y0 = tile.col_off, tile.row_off
+    x1, y1 = x0 + tile.valid_width, y0 + tile.valid_height
+    out = []
+    for p in pieces_:
+        px, py, pw, ph = p.box
+        if px < x1 and px + pw > x0 and py < y1 and py + ph > y0:
+            out.append(p)
+    return tuple(out)
+
+
+def _cut_into(dst: np.ndarray, tile: Tile, sources: list[tuple[np.ndarray, int, int]], elem: int, fill: int) -> None:
+    """Native cut of the tile's valid rectangle out of ``sources`` [(bytes [P, h, w * elem], row_off, col_off)] into ``dst``."""
+    native.cut(dst, sources, elem, tile.col_off, tile.row_off, tile.valid_width, tile.valid_height, fill)
+
+
+def _mask_of(tile: Tile, pieces_: tuple[_Piece, ...]) -> np.ndarray:
+    """The tile's nodata mask [size, size] (padding True), cut out of the pieces' masks."""
+    mask = np.empty((tile.height, tile.width), bool)
+    sources = [(p.nodata.view(np.uint8)[None], p.box[1], p.box[0]) for p in pieces_]
+    _cut_into(mask.view(np.uint8)[None], tile, sources, 1, 1)
+    return mask
+
+
+def assemble(tile: Tile, pieces_: list[_Piece], bands: int, dtype: str) -> TileData:
+    """Copy the tile's pixels out of the decoded pieces that cover it (one native copy per pixel)."""
+    covering = _overlapping(tile, pieces_)
+    data = np.empty((bands, tile.height, tile.width), dtype)
+    itemsize = data.dtype.itemsize
+    sources = [(p.data.view(np.uint8), p.box[1], p.box[0]) for p in covering]
+    _cut_into(data.view(np.uint8), tile, sources, itemsize, 0)
+    return TileData(tile, data, _mask_of(tile, covering))
 
 
 @dataclass(frozen=True)
@@ -94,39 +145,58 @@ class RenderedTile:
     def empty(self) -> bool:
         return bool(self.nodata.all())
 
-
-def assemble(tile: Tile, pieces_: list[_Piece], bands: int, dtype: str) -> TileData:
-    """Copy the tile's pixels out of the decoded pieces that cover it (one copy per pixel)."""
-    data, nodata = _cut(tile, pieces_, (bands, tile.height, tile.width), dtype, channels_last=False)
-    return TileData(tile, data, nodata)
+    def cut_into(self, out: np.ndarray) -> None:
+        """Copy the RGB into ``out`` [size, size, 3] (a batch's slot)."""
+        out[...] = self.rgb
 
 
-def assemble_rendered(tile: Tile, pieces_: list[_Piece]) -> RenderedTile:
-    """Copy the tile's RGB out of the rendered pieces that cover it; padding is nodata, black."""
-    rgb, nodata = _cut(tile, pieces_, (tile.height, tile.width, 3), "uint8", channels_last=True)
-    return RenderedTile(tile, rgb, nodata)
+class CutTile:
+    """A tile of the reader not yet copied out of its rendered strips: it is cut straight into its batch.
 
+    Interface of :class:`RenderedTile` (``tile``, ``rgb``, ``nodata``, ``empty``,
+    ``cut_into``); ``rgb`` and ``nodata`` are cut on demand (the mask once).  The
+    pieces know how many of their pixels are nodata, so a tile with none (most
+    of a scene) is known non-empty without looking at its mask, and a tile
+    whose pieces are all nodata is known empty.
+    """
 
-def _cut(tile: Tile, pieces_: list[_Piece], shape: tuple[int, int, int], dtype: str, *, channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The tile's pixels [shape] and nodata mask, copied from the pieces (padding: zeros, nodata)."""
-    covered = tile.valid_width == tile.width and tile.valid_height == tile.height  # pieces cover every pixel
-    data = (np.empty if covered else np.zeros)(shape, dtype)
-    nodata = (np.empty if covered else np.ones)((tile.height, tile.width), bool)
-    x0, y0 = tile.col_off, tile.row_off
-    x1, y1 = x0 + tile.valid_width, y0 + tile.valid_height
-    for p in pieces_:
-        px0, py0 = int(p.window.col_off), int(p.window.row_off)
-        px1, py1 = px0 + int(p.window.width), py0 + int(p.window.height)
-        cx0, cy0, cx1, cy1 = max(x0, px0), max(y0, py0), min(x1, px1), min(y1, py1)
-        if cx1 <= cx0 or cy1 <= cy0:
-            continue
-        rows, cols = slice(cy0 - py0, cy1 - py0), slice(cx0 - px0, cx1 - px0)
-        if channels_last:
-            data[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.data[rows, cols]
-        else:
-            data[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.data[:, rows, cols]
-        nodata[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = p.nodata[rows, cols]
-    return data, nodata
+    __slots__ = ("tile", "_pieces", "_nodata")
+
+    def __init__(self, tile: Tile, pieces_: tuple[_Piece, ...]) -> None:
+        self.tile = tile
+        self._pieces = pieces_
+        self._nodata: np.ndarray | None = None
+
+    @property
+    def clear(self) -> bool:
+        """Whether every pixel of the tile holds data (no padding, no nodata in its pieces)."""
+        t = self.tile
+        return t.valid_width == t.width and t.valid_height == t.height and all(p.masked == 0 for p in self._pieces)
+
+    @property
+    def empty(self) -> bool:
+        if self.clear:
+            return False
+        if all(p.masked == p.data.shape[0] * p.data.shape[1] for p in self._pieces):
+            return True  # every piece it touches is nodata, and padding is nodata
+        return bool(self.nodata.all())
+
+    @property
+    def nodata(self) -> np.ndarray:
+        if self._nodata is None:
+            self._nodata = _mask_of(self.tile, self._pieces)
+        return self._nodata
+
+    @property
+    def rgb(self) -> np.ndarray:
+        out = np.empty((self.tile.height, self.tile.width, 3), np.uint8)
+        self.cut_into(out)
+        return out
+
+    def cut_into(self, out: np.ndarray) -> None:
+        """Cut the tile's RGB into ``out`` [size, size, 3] (C-contiguous, e.g. a batch's slot); padding black."""
+        sources = [(p.data.reshape(1, p.data.shape[0], -1), p.box[1], p.box[0]) for p in self._pieces]
+        _cut_into(out.reshape(1, self.tile.height, -1), self.tile, sources, 3, 0)
 
 
 @dataclass(frozen=True)
@@ -141,7 +211,7 @@ class RowEnd:
 class StripReader:
     """Yields the grid's tiles top to bottom, each tile row followed by a :class:`RowEnd`.
 
-    Tiles are :class:`TileData` as read, or :class:`RenderedTile` when ``radiometry``
+    Tiles are :class:`TileData` as read, or :class:`CutTile` when ``radiometry``
     is given; ``clock`` (if given) records the rendering's busy time as stage
     ``radiometry``, counted in tiles' worth of pixels.
     """
@@ -166,6 +236,9 @@ class StripReader:
         # GDAL's own decoding threads per reader thread: together not more than the cores (minescan.raster.decoding).
         self.gdal_threads = gdal_threads(self.threads, available_cores())
         self._local = threading.local()
+        # Rendered pieces are reused once no tile refers to them: about the strips in flight (_AHEAD + 2) of
+        # pieces at least MIN_PIECE wide (minescan.raster.buffers).
+        self._rendered = Recycler(keep=(_AHEAD + 2) * (1 + scene.width // MIN_PIECE))
         self._handles: list = []
         self._lock = threading.Lock()
 
@@ -182,7 +255,9 @@ class StripReader:
             data, nodata = self.scene.read_window(window, self._handle())
         if self.radiometry is not None:
             with self.clock.time("radiometry", window.width * window.height / self.grid.size**2):
-                data = self.radiometry.apply(data, nodata)
+                out = self._rendered.take((data.shape[1], data.shape[2], data.shape[0]))
+                data, masked = self.radiometry.render(data, nodata, out)
+            return _Piece(window, data, nodata, masked)
         return _Piece(window, data, nodata)
 
     def __iter__(self) -> Iterator[TileData | RenderedTile | RowEnd]:
@@ -236,7 +311,7 @@ class StripReader:
                             if self.radiometry is None:
                                 yield assemble(tile, buffered, bands, self.scene.dtype)
                             else:
-                                yield assemble_rendered(tile, buffered)
+                                yield CutTile(tile, _overlapping(tile, buffered))
                         following = tiles_by_row[rows[index + 1]][0].row_off if index + 1 < len(rows) else None
                         yield RowEnd(row, len(tiles), following)
                 finally:  # stopped early (an error downstream, Ctrl-C): do not decode what nobody will read

@@ -37,9 +37,10 @@ from minescan.engine.detector import Detector
 from minescan.errors import MinescanError
 from minescan.model.detections import TileDetections
 from minescan.raster.gdal_cache import scan_block_cache, scan_cache_bytes
+from minescan.raster.buffers import Recycler
 from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
-from minescan.raster.strips import RenderedTile, RowEnd, StripReader
+from minescan.raster.strips import CutTile, RenderedTile, RowEnd, StripReader
 from minescan.scan.gate import Gate
 from minescan.scan.pipeline import StageClock, ordered_map, threaded
 from minescan.scan.plan import ScanPlan
@@ -87,10 +88,37 @@ class Batch:
     nodata: list[np.ndarray] | None = None  # each tile's nodata mask, for consumers that take it (add_nodata)
 
 
-def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[Batch]:
-    """Group non-empty tiles into batches of ``size``; a row's end rides with the batch holding its last tile."""
-    tiles: list[RenderedTile] = []  # their pixels are stacked into the batch, then only their places are kept
+def make_batches(items: Iterable[CutTile | RenderedTile | RowEnd], size: int) -> Iterator[Batch]:
+    """Group non-empty tiles into batches of ``size``; a row's end rides with the batch holding its last tile.
+
+    Each tile is cut straight into its slot of the batch's one contiguous uint8
+    [n, size, size, 3] buffer (native, GIL released).  A tile known to hold data
+    everywhere (:attr:`CutTile.clear`) gets a shared all-False nodata mask instead of one cut for it.
+    """
+    tiles: list[CutTile | RenderedTile] = []
     rows: list[RowEnd] = []
+    clear_masks: dict[tuple[int, int], np.ndarray] = {}
+    # Batch buffers are reused once nothing refers to them (minescan.raster.buffers): the batches in flight are
+    # bounded by the stream's queues (concurrency + 1 queued, as many in inference, two results).
+    buffers = Recycler(keep=8)
+
+    def batch() -> Batch:
+        first = tiles[0].tile
+        full = buffers.take((size, first.height, first.width, 3))
+        rgb = full if len(tiles) == size else full[: len(tiles)]
+        masks = []
+        for slot, item in enumerate(tiles):
+            item.cut_into(rgb[slot])
+            if getattr(item, "clear", False):
+                shape = (item.tile.height, item.tile.width)
+                if shape not in clear_masks:
+                    clear_masks[shape] = np.zeros(shape, bool)
+                    clear_masks[shape].flags.writeable = False
+                masks.append(clear_masks[shape])
+            else:
+                masks.append(item.nodata)
+        return Batch([t.tile for t in tiles], rgb, rows, masks)
+
     for item in items:
         if isinstance(item, RowEnd):
             rows.append(item)
@@ -102,11 +130,12 @@ def make_batches(items: Iterable[RenderedTile | RowEnd], size: int) -> Iterator[
             continue
         tiles.append(item)
         if len(tiles) == size:
-            yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]), rows, [t.nodata for t in tiles])
+            yield batch()
             tiles, rows = [], []
-    if tiles or rows:
-        yield Batch([t.tile for t in tiles], np.stack([t.rgb for t in tiles]) if tiles else None, rows,
-                    [t.nodata for t in tiles])
+    if tiles:
+        yield batch()
+    elif rows:
+        yield Batch([], None, rows, [])
 
 
 def screen(batch: Batch, gate: Gate, clock: StageClock) -> Batch:
@@ -142,7 +171,7 @@ def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock:
     return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
-def timed_reads(reader: Iterable[RenderedTile | RowEnd], clock: StageClock) -> Iterator[RenderedTile | RowEnd]:
+def timed_reads(reader: Iterable[CutTile | RenderedTile | RowEnd], clock: StageClock) -> Iterator[CutTile | RenderedTile | RowEnd]:
     """The reader's items, timing the work of producing each tile."""
     items = iter(reader)
     while True:
