@@ -94,6 +94,7 @@ def build_fixture_model(
     calibration_size: int = 256,
     resizer: str | None = None,
     resize_size: int = 256,
+    first_stage_pre_nms_top_k: int | None = None,
 ) -> Path:
     """Build, save and return ``out_dir/saved_model``; ``out_dir/label_map.pbtxt`` holds ``labels``.
 
@@ -101,6 +102,10 @@ def build_fixture_model(
     ``calibration_size`` is the side of the seeded image the predictor layers
     are standardized on.  ``resizer="od_api"`` adds the OD API's per-image
     keep-aspect-ratio resize to ``resize_size`` (see the module doc).
+    ``first_stage_pre_nms_top_k`` keeps only that many anchors of highest
+    objectness before the first-stage NMS (``tf.math.top_k`` with ``K =
+    min(top_k, anchors)``; tf2onnx: a TopK whose K folds to a constant once the
+    input size is fixed); None (the default) runs NMS over every anchor.
     """
     if backbone not in _ARCHITECTURES:
         raise ValueError(f"unknown fixture backbone {backbone!r}; choose from {', '.join(_ARCHITECTURES)}")
@@ -108,7 +113,7 @@ def build_fixture_model(
         raise ValueError(f"unknown fixture resizer {resizer!r}; choose from None, 'od_api'")
     keras.utils.set_random_seed(seed)
     detector = _FasterRCNN(backbone, num_classes=max(labels), max_detections=max_detections,
-                           resize_size=resize_size if resizer else None)
+                           resize_size=resize_size if resizer else None, pre_nms_top_k=first_stage_pre_nms_top_k)
     rng = np.random.default_rng(seed)
     detector.calibrate(rng.integers(0, 256, (calibration_size, calibration_size, 3), dtype=np.uint8))
 
@@ -166,8 +171,10 @@ def _standardize(layer: keras.layers.Layer, inputs: tf.Tensor) -> None:
 class _FasterRCNN(tf.Module):
     """The two-stage detector; ``serve`` is the OD API serving function."""
 
-    def __init__(self, backbone: str, num_classes: int, max_detections: int, resize_size: int | None = None) -> None:
+    def __init__(self, backbone: str, num_classes: int, max_detections: int, resize_size: int | None = None,
+                 pre_nms_top_k: int | None = None) -> None:
         super().__init__(name="faster_rcnn")
+        self.pre_nms_top_k = pre_nms_top_k  # None: NMS over every anchor
         self.resize_size = resize_size  # None: no OD API resizer
         self.arch = _ARCHITECTURES[backbone]
         self.num_classes = num_classes
@@ -261,6 +268,11 @@ class _FasterRCNN(tf.Module):
         objectness = tf.sigmoid(tf.reshape(self.rpn_objectness(hidden), [-1]))
         deltas = tf.reshape(self.rpn_deltas(hidden), [-1, 4])
         boxes = _decode(deltas, self._anchors(image_shape, features))
+        if self.pre_nms_top_k:
+            # The OD API's first-stage pre-NMS top-k: the K anchors of highest objectness, best first.
+            k = tf.minimum(self.pre_nms_top_k, tf.shape(objectness)[0])
+            objectness, order = tf.math.top_k(objectness, k)
+            boxes = tf.gather(boxes, order)
         keep = tf.image.non_max_suppression(boxes, objectness, self.arch.max_proposals, iou_threshold=0.7)
         return tf.gather(boxes, keep), tf.gather(objectness, keep)
 

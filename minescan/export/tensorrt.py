@@ -19,7 +19,11 @@ What tf2onnx leaves that TensorRT 10.x cannot parse, and what replaces it:
   that the OD API's ``SortByField`` sorts with ``TopK(K = Shape(x)[0])`` and
   the parser wants K as an initializer: :mod:`minescan.export.topk` pads
   ``x`` to a static bound of its length and slices the result back (same
-  values and indices).
+  values and indices).  A TopK whose constant (or bounded) ``K`` is 3840 or
+  more, above the parser's limit (a first stage keeping its top 6000 anchors
+  before NMS), is split into rounds of smaller TopKs over what the earlier
+  rounds left (:func:`minescan.export.topk.split_large_topk`; same values and
+  indices, ties included).
 
 Anything still outside TensorRT's operator matrix
 (:mod:`minescan.export.tensorrt_ops`), or any ``Loop``/``If`` left, is an
@@ -41,8 +45,8 @@ import onnx_graphsurgeon as gs
 from minescan.export.control_flow import drop_identities, inline_constant_ifs, unroll_single_trip_loops
 from minescan.export.crop_and_resize import replace_crop_and_resize_loops
 from minescan.export.errors import ExportError
-from minescan.export.tensorrt_ops import tensorrt_problems
-from minescan.export.topk import bound_dynamic_topk
+from minescan.export.tensorrt_ops import TOPK_MAX_K, tensorrt_problems
+from minescan.export.topk import bound_dynamic_topk, split_large_topk
 
 CONTROL_FLOW = ("Loop", "If", "Scan")
 _MAX_ROUNDS = 8  # unroll/inline/fold rounds; each round removes at least one Loop or If
@@ -59,6 +63,7 @@ class RewriteReport:
     loops_unrolled: int = 0  # Loops with a trip count of 1 (the OD API's map over the batch)
     ifs_inlined: int = 0  # Ifs with a constant condition (the resizer's), subgraphs included
     topk_bounded: int = 0  # TopKs whose computed K was replaced by a static bound (the OD API's SortByField)
+    topk_split: int = 0  # TopKs with K >= 3840 replaced by rounds of smaller ones (a pre-NMS top-k of 6000)
 
     @property
     def nodes_before(self) -> int:
@@ -77,7 +82,8 @@ class RewriteReport:
             [
                 f"tensorrt rewrite: {self.nodes_before} -> {self.nodes_after} nodes, {self.crops_replaced} crop_and_resize "
                 f"Loop(s) -> RoiAlign, {self.loops_unrolled} single-trip Loop(s) unrolled, {self.ifs_inlined} constant If(s) "
-                f"inlined, {self.topk_bounded} TopK(s) given a constant K, no Loop/If left, "
+                f"inlined, {self.topk_bounded} TopK(s) given a constant K, {self.topk_split} TopK(s) with K >= {TOPK_MAX_K} "
+                f"split into rounds, no Loop/If left, "
                 f"every op in TensorRT 10's ONNX operator matrix",
                 f"input size {size}; batch fixed at 1; ops changed: {diff or 'none'}",
             ]
@@ -126,6 +132,9 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
     rewritten = infer_shapes(rewritten)
     topks = bound_dynamic_topk(rewritten)
     if topks:
+        rewritten = infer_shapes(rewritten)  # the padded TopK inputs, for the split below
+    split = split_large_topk(rewritten)
+    if topks or split:
         rewritten = infer_shapes(_folded(gs.import_onnx(rewritten)))
     del rewritten.metadata_props[:]
     rewritten.metadata_props.extend(model.metadata_props)
@@ -146,6 +155,7 @@ def rewrite_for_tensorrt(model: onnx.ModelProto, *, input_size: tuple[int, int] 
         loops_unrolled=loops,
         ifs_inlined=_count(source.graph, "If") - _count(rewritten.graph, "If"),
         topk_bounded=topks,
+        topk_split=split,
     )
 
 

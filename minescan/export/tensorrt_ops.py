@@ -6,7 +6,9 @@ TensorRT 10.x; the version read was the TensorRT 10.15 table, opsets 9 to
 24).  Only operators marked "Y" are listed.  Of the restrictions, those the
 detector graphs can run into are checked: the Resize coordinate
 transformation modes (tf2onnx's ``tf_crop_and_resize`` is not one of them),
-``TopK``'s ``K`` (a build-time constant below 3840), Q/DQ zero points (must
+``TopK``'s ``K`` (a build-time constant below 3840; the ``--target
+tensorrt`` rewrite splits a larger one, :func:`minescan.export.topk.split_large_topk`,
+so what is left here is a TopK it could not rewrite), Q/DQ zero points (must
 be zero) and ``Loop`` scan outputs (no dynamic length).  :func:`tensorrt_problems`
 walks subgraphs too, so an unsupported op inside a ``Loop`` body is found.
 """

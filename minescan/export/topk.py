@@ -1,4 +1,9 @@
-"""``TopK`` with a data-dependent ``K`` rewritten to a constant ``K``, for TensorRT's parser.
+"""``TopK`` rewritten for TensorRT's parser: a data-dependent ``K`` made constant, a ``K`` of 3840 or more split.
+
+TensorRT's parser takes a TopK only with ``K`` an initializer below 3840.
+A computed ``K`` is replaced by a static bound (pad, TopK, slice back); a
+constant ``K >= 3840`` by rounds of smaller TopKs, each over what the earlier
+rounds left.  Both give ONNX TopK's values and indices exactly, ties included.
 
 The OD API sorts its NMS candidates with ``SortByField``: ``tf.nn.top_k(scores,
 k=tf.shape(scores)[0])``, a full sort of a vector whose length is decided at
@@ -6,24 +11,59 @@ run time (boxes kept by NMS, then by ``ClipToWindow``'s ``NonZero``).  tf2onnx
 turns that into ``TopK(x, K = Shape(x)[0])``, but TensorRT's parser wants
 ``K`` as an initializer (and below 3840).
 
-The length has a static upper bound ``B`` (NMS keeps at most
+The length has a static upper bound (NMS keeps at most
 ``max_output_boxes_per_class`` per class; ``NonZero`` at most the elements of
 its input), found here by following the tensor back through the ops that
-cannot make a dimension larger than their inputs'.  With it::
+cannot make a dimension larger than their inputs'; or ``K`` itself has one
+(a pre-NMS top-k on an image of any size: ``K = min(6000, anchors)``), found
+through the shape arithmetic.  ``B`` is the smaller bound found.  With it::
 
     TopK(x, K)  ==  Slice(TopK(Concat(x, fill[B]), B), 0:K)
 
 where ``fill`` is the value that sorts last (-inf for ``largest``, +inf for
 smallest, the integer extremes for integer inputs): the padded tensor has
-``n + B >= B`` elements, ``K <= n <= B``, the fill entries sort after every
+``n + B >= B`` elements, ``K <= n`` and ``K <= B``, the fill entries sort after every
 element of ``x`` (ties go to the lower index, i.e. to ``x``), so the first
-``K`` values and indices are exactly the original ones.
+``K`` values and indices are exactly the original ones.  ``B`` may be 3840 or
+more: the padded TopK then has a large constant ``K`` and is split as below.
+
+**A constant K of 3840 or more: repeated extraction.**  TensorRT's parser
+takes no TopK with ``K >= 3840`` (a common first stage keeps its top 6000
+anchors before NMS).  :func:`split_large_topk` extracts the ``K`` values in
+``c = ceil(K / 3839)`` rounds of ``m_1 + ... + m_c = K`` (each ``m_i <
+3840``), each round one small TopK over what the earlier rounds left::
+
+    v_i, j_i = TopK(y_i, m_i)                   y_1 = x, p_1 = 0..n-1
+    g_i      = GatherElements(p_i, j_i)         positions in x
+    keep     = y_i < v_i[-1]  or  (y_i == v_i[-1]  and  p_i > g_i[-1])
+    y_i+1, p_i+1 = y_i, p_i compacted to keep   (NonZero, Gather: order kept)
+    TopK(x, K) == Concat(v_1..v_c), Concat(g_1..g_c)
+
+(for ``largest=0`` read ``>`` for ``<``).  Why it is equal: ONNX's sorted
+TopK lists the first ``K`` elements of ``x`` in the strict total order
+"larger value first, equal values by lower index", i.e. by the key (value
+descending, position ascending).  Round 1 returns the first ``m_1`` of that
+order.  An element comes after all of them exactly when its key is after the
+key of the last one returned, ``(v_1[-1], g_1[-1])``: that is the ``keep``
+test, so ``keep`` removes exactly the returned elements.  Compaction keeps the
+survivors in position order, so on ``y_2`` TopK's order (value, then index in
+``y_2``) is the same total order (value, then position in ``x``, which ``p_2``
+carries); round 2 thus returns elements ``m_1+1 .. m_1+m_2`` of it, and so
+on by induction.  The concatenation is the first ``K`` in order: the same
+values (bit for bit: each is an element of ``x``, never computed) and the same indices,
+ties included.  Each row of a multi-row input loses exactly ``m_i``
+elements per round, so the row-major compaction reshapes back to rows.
+Precondition: no NaN in ``x`` (ONNX leaves their order unspecified; NaN
+fails every comparison and would be dropped); ``sorted=0`` gets the sorted
+order, which ONNX allows.  Ops: TopK (``K < 3840``), GatherElements, Slice,
+Less/Greater, Equal, And, Or, NonZero, Reshape, Gather, Range, Shape, Expand,
+Concat (Transpose for a non-last axis), all in TensorRT's matrix.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
@@ -42,8 +82,9 @@ def bound_dynamic_topk(model: onnx.ModelProto) -> int:
     """Give each top-level ``TopK`` with a computed ``K`` a constant one (see the module doc); return how many.
 
     ``model`` must be shape-inferred (ranks and static dimensions are read from
-    its value infos).  A TopK whose bound cannot be found, or is not below
-    TensorRT's limit, is left as it is.
+    its value infos).  A TopK whose bound cannot be found is left as it is; a
+    bound of 3840 or more gives a TopK with a large constant ``K``, for
+    :func:`split_large_topk`.
     """
     graph = model.graph
     bounds = _Bounds(graph)
@@ -71,8 +112,9 @@ def _bounded_topk(node: onnx.NodeProto, bounds: "_Bounds", graph: onnx.GraphProt
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     axis = int(attrs.get("axis", -1)) % len(dims)
-    bound = bounds.dim(x, axis)
-    if bound is None or bound < 1 or bound >= TOPK_MAX_K:
+    known = [b for b in (bounds.dim(x, axis), bounds.value(k)) if b is not None]
+    bound = min(known) if known else None
+    if bound is None or bound < 1:
         return None
     if any(not isinstance(d, int) for i, d in enumerate(dims) if i != axis):
         return None  # the fill needs the other dimensions to be static
@@ -103,6 +145,120 @@ def _bounded_topk(node: onnx.NodeProto, bounds: "_Bounds", graph: onnx.GraphProt
         if output:
             nodes.append(helper.make_node("Slice", [result, prefix + "start", k, prefix + "axis"], [output], name=f"{prefix}{output}"))
     return nodes
+
+
+def split_large_topk(model: onnx.ModelProto) -> int:
+    """Replace each top-level TopK with a constant ``K >= 3840`` by rounds of smaller ones (see the module doc).
+
+    Returns how many were replaced.  ``model`` must be shape-inferred: the
+    dimensions other than the TopK axis must be static (the rounds work on
+    rows of the input).  A TopK that does not qualify is left for
+    :func:`~minescan.export.tensorrt_ops.tensorrt_problems` to report.
+    """
+    graph = model.graph
+    bounds = _Bounds(graph)
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        replacement = _split_topk(node, bounds, graph) if node.op_type == "TopK" else None
+        if replacement is None:
+            nodes.append(node)
+        else:
+            nodes.extend(replacement)
+            count += 1
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def round_sizes(k: int, limit: int = TOPK_MAX_K) -> tuple[int, ...]:
+    """``K`` cut into the fewest nearly equal parts below ``limit`` (the per-round TopK sizes)."""
+    rounds = -(-k // (limit - 1))
+    return tuple(k // rounds + (i < k % rounds) for i in range(rounds))
+
+
+def _split_topk(node: onnx.NodeProto, bounds: "_Bounds", graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
+    if len(node.input) < 2:
+        return None
+    k_value = bounds._const_ints(node.input[1])
+    dims = bounds.shapes.get(node.input[0])
+    if not k_value or k_value[0] < TOPK_MAX_K or dims is None or not dims:
+        return None
+    k = k_value[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    rank = len(dims)
+    axis = int(attrs.get("axis", -1)) % rank
+    others = [d for i, d in enumerate(dims) if i != axis and isinstance(d, int) and d >= 1]
+    if len(others) != rank - 1:
+        return None  # rows must be static
+    largest = int(attrs.get("largest", 1))
+    rows = math.prod(others)
+    prefix = f"{node.name or node.output[0]}/split_k/"
+    built: list[onnx.NodeProto] = []
+    constants: dict[str, np.ndarray] = {}
+
+    def const(name: str, value: np.ndarray) -> str:
+        constants[prefix + name] = value
+        return prefix + name
+
+    def op(op_type: str, inputs: list[str], output: str, **attributes: Any) -> str:
+        built.append(helper.make_node(op_type, inputs, [prefix + output], name=prefix + output, **attributes))
+        return prefix + output
+
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    source = node.input[0]
+    if axis != rank - 1:
+        source = op("Transpose", [source], "moved", perm=perm)
+    flat_shape = const("flat_shape", np.array([-1], np.int64))
+    rows_shape = const("rows_shape", np.array([rows, -1], np.int64))
+    values = op("Reshape", [source, rows_shape], "rows")
+    length = op("Gather", [op("Shape", [values], "shape"), const("one", np.array(1, np.int64))], "length", axis=0)
+    arange = op("Range", [const("zero", np.array(0, np.int64)), length, const("step", np.array(1, np.int64))], "arange")
+    positions = op("Expand", [arange, op("Shape", [values], "rows_dims")], "positions")
+    last_axis = const("last_axis", np.array([1], np.int64))
+    round_values, round_indices = [], []
+    sizes = round_sizes(k)
+    for r, size in enumerate(sizes):
+        tag = f"r{r}_"
+        v, j = prefix + tag + "values", prefix + tag + "local"
+        built.append(
+            helper.make_node("TopK", [values, const(tag + "k", np.array([size], np.int64))], [v, j], name=prefix + tag + "topk",
+                             axis=1, largest=largest, sorted=1)
+        )
+        g = op("GatherElements", [positions, j], tag + "indices", axis=1)
+        round_values.append(v)
+        round_indices.append(g)
+        if r == len(sizes) - 1:
+            break
+        start, end = const(tag + "last_start", np.array([size - 1], np.int64)), const(tag + "last_end", np.array([size], np.int64))
+        last_value = op("Slice", [v, start, end, last_axis], tag + "last_value")
+        last_index = op("Slice", [g, start, end, last_axis], tag + "last_index")
+        after = op("Less" if largest else "Greater", [values, last_value], tag + "after")
+        tied = op("Equal", [values, last_value], tag + "tied")
+        later = op("Greater", [positions, last_index], tag + "later")
+        keep = op("Or", [after, op("And", [tied, later], tag + "tied_later")], tag + "keep")
+        # Survivors in row-major order; every row keeps the same count, so they reshape back to rows.
+        nonzero = op("NonZero", [op("Reshape", [keep, flat_shape], tag + "keep_flat")], tag + "nonzero")
+        kept = op("Reshape", [nonzero, flat_shape], tag + "kept")
+        values_kept = op("Gather", [op("Reshape", [values, flat_shape], tag + "values_flat"), kept], tag + "values_kept", axis=0)
+        positions_kept = op("Gather", [op("Reshape", [positions, flat_shape], tag + "positions_flat"), kept], tag + "positions_kept", axis=0)
+        values = op("Reshape", [values_kept, rows_shape], tag + "rest")
+        positions = op("Reshape", [positions_kept, rows_shape], tag + "rest_positions")
+    outputs = [op("Concat", round_values, "values", axis=1), op("Concat", round_indices, "indices", axis=1)]
+    result_shape = const("result_shape", np.array([dims[i] for i in perm[:-1]] + [k], np.int64))
+    for result, output in zip(outputs, node.output):
+        if not output:
+            continue
+        name = result.removeprefix(prefix)
+        if axis == rank - 1:
+            built.append(helper.make_node("Reshape", [result, result_shape], [output], name=f"{prefix}{name}_out"))
+        else:
+            moved = op("Reshape", [result, result_shape], name + "_moved")
+            inverse = [perm.index(i) for i in range(rank)]
+            built.append(helper.make_node("Transpose", [moved], [output], name=f"{prefix}{name}_out", perm=inverse))
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+    return built
 
 
 class _Bounds:
