@@ -7,7 +7,10 @@ enough for FP16/INT8 rounding: the agreement is the recall of the FP32
 detections a scan would report, those at or above the scan's score threshold
 (0.5 by default).  Candidates are matched whatever their score, so an FP32
 detection at 0.52 whose INT8 twin scored 0.49 still counts as reproduced, and
-the score drift reports the difference.  The floor is the operating point
+the score drift reports the difference; a detection tied (within the score
+tolerance) with the candidate's max_detections cutoff and swapped there for
+another tied one counts as reproduced, a tie swap
+(:mod:`minescan.export.verify`).  The floor is the operating point
 rather than the 0.05 of TF/ONNX parity because low-score proposals of a
 trained detector reorder under any rounding: a recall over them measures
 noise, not what a user gets.  It then times one tile through each model,
@@ -59,7 +62,8 @@ class PrecisionReport:
 
     @property
     def recall(self) -> float:
-        """Fraction of FP32 detections at or above the floor that the candidate reproduces."""
+        """Fraction of FP32 detections at or above the floor that the candidate reproduces (tie swaps
+        included: tied with the candidate's cutoff, see :mod:`minescan.export.verify`)."""
         return self.parity.agreement
 
     @property
@@ -76,9 +80,10 @@ class PrecisionReport:
         verdict = "PASS" if self.passed else "FAIL"
         return "\n".join(
             [
-                f"{self.precision} vs fp32 {verdict}: recall {self.recall:.1%} ({p.matched}/{p.compared} FP32 detections "
+                f"{self.precision} vs fp32 {verdict}: recall {self.recall:.1%} ({p.agreeing}/{p.compared} FP32 detections "
                 f"with score >= {p.score_floor:g} on {p.tiles} tiles; need {p.min_agreement:.0%}), "
-                f"{p.unmatched_candidates} {self.precision}-only",
+                f"{p.unmatched_candidates} {self.precision}-only"
+                + (f", {p.tie_swaps} tie swap(s) at the max_detections cutoff counted as reproduced" if p.tie_swaps else ""),
                 f"matched boxes within {p.max_box_diff:.3g} (tolerance {p.box_tolerance:g}), "
                 f"max score drift {p.max_score_diff:.3g} (tolerance {p.score_tolerance:g})",
                 f"ONNX Runtime CPU, batch 1, median: fp32 {self.fp32_seconds * 1e3:.1f} ms, "
