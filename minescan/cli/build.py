@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from minescan.export.build_profile import DEFAULT_BATCH, DEFAULT_WORKSPACE_GB, parse_batch
+from minescan.engine.backends import ENGINE_SUFFIXES
+from minescan.export.build_profile import DEFAULT_BATCH, DEFAULT_WORKSPACE_GB, check_engine_path, parse_batch
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -23,6 +24,7 @@ def _size(value: str) -> tuple[int, int]:
 
 def run_build(args: argparse.Namespace) -> int:
     """Build the engine and print the report."""
+    check_engine_path(args.out)  # before TensorRT loads: an engine named otherwise would pass for an ONNX model
     from minescan.export.build import build_engine
 
     report = build_engine(
@@ -42,7 +44,7 @@ def add_build_parser(sub: argparse._SubParsersAction) -> None:
         "Engines run only with the TensorRT version and GPU model that built them.",
     )
     build.add_argument("onnx", help="ONNX model (from minescan export, or its FP16/INT8 rewrite)")
-    build.add_argument("--out", required=True, help="engine file to write (.engine); the sidecar goes to OUT.json")
+    build.add_argument("--out", required=True, help=f"engine file to write ({', '.join(ENGINE_SUFFIXES)}); the sidecar goes to OUT.json")
     build.add_argument("--batch", default=":".join(map(str, DEFAULT_BATCH)), metavar="MIN:OPT:MAX",
                        help="batch range of the profile, tuned for OPT (default %(default)s); a graph with a fixed batch keeps it")
     build.add_argument("--size", type=_size, metavar="HxW", help="tile size when the graph and its metadata leave it open")

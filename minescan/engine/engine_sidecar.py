@@ -4,7 +4,9 @@ A serialized TensorRT engine runs only under the TensorRT version that built it
 and only on the GPU model it was tuned for; loaded elsewhere it fails with an
 opaque error or, across GPUs of one compute capability, runs untuned.  It also
 carries none of the model's ``minescan.*`` metadata (labels, recipe).
-``minescan build`` therefore writes ``<engine>.json`` beside the engine:
+``minescan build`` therefore writes ``<engine>.json`` beside the engine (whose
+name ends in one of :data:`~minescan.engine.backends.ENGINE_SUFFIXES`,
+``.engine``, ``.plan`` or ``.trt``: ``model.trt`` -> ``model.trt.json``):
 
 - ``engine_sha256``: the engine file's hash, so a sidecar is never paired
   with another engine (a rebuild that kept an old sidecar, a copied file);

@@ -8,11 +8,15 @@ from the ONNX metadata that the sidecar carries.
 
 Running uses TensorRT 10's name-based I/O: per batch, ``set_input_shape`` on
 ``input_tensor``, an address for every I/O tensor (``set_tensor_address``),
-``execute_async_v3`` on the arena's stream, then copies back.  Output sizes
+``execute_async_v3`` on the arena's stream, then copies back (in and out
+through the arena's pinned host buffers, :mod:`minescan.engine.cuda_runtime`).  Output sizes
 come from ``get_tensor_shape`` once the input shape is set; a dimension that
 depends on the data (-1, e.g. a K left symbolic by tf2onnx) gets a buffer of
 ``get_max_output_size`` bytes, and an output allocator grows buffers on
-TensorRT's request and records the shapes it reports.
+TensorRT's request and records the shapes it reports.  TensorRT's Python
+binding swallows an exception raised inside the allocator (it prints it and
+hands TensorRT a null buffer, which then fails with a generic error), so the
+allocator keeps the first one and the batch re-raises it.
 
 The batch a call may take is the profile's range: batches larger than its
 max are split (:func:`~minescan.engine.detector.split_batch`), smaller than
@@ -34,7 +38,7 @@ from minescan.engine.detector import DetectorInputError, check_tiles, split_batc
 from minescan.engine.engine_sidecar import EngineMismatchError, check_engine, read_sidecar
 from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
 from minescan.engine.onnxruntime_backend import ModelLoadError
-from minescan.engine.tensorrt_common import LOGGER, build_target, dims, numpy_dtype, tensor_spec, trt
+from minescan.engine.tensorrt_common import build_target, create_runtime, dims, numpy_dtype, tensor_spec, trt
 from minescan.errors import MinescanError
 
 
@@ -49,15 +53,33 @@ class _OutputBuffers(trt.IOutputAllocator):
         trt.IOutputAllocator.__init__(self)
         self._arena = arena
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.error: BaseException | None = None
+        """The first exception raised in a callback since :meth:`reset`: TensorRT's binding would swallow it."""
+
+    def reset(self) -> None:
+        """Forget the shapes and the error of the last batch."""
+        self.shapes.clear()
+        self.error = None
+
+    def _keep(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
 
     def reallocate_output(self, tensor_name: str, memory: int, size: int, alignment: int) -> int:
-        return self._arena.reserve(tensor_name, size)
+        try:
+            return self._arena.reserve(tensor_name, size)
+        except Exception as exc:  # TensorRT's binding would print it and go on with a null buffer
+            self._keep(exc)
+            return 0
 
     def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int, stream: int) -> int:
-        return self._arena.reserve(tensor_name, size)
+        return self.reallocate_output(tensor_name, memory, size, alignment)
 
     def notify_shape(self, tensor_name: str, shape: trt.Dims) -> None:
-        self.shapes[tensor_name] = dims(shape)
+        try:
+            self.shapes[tensor_name] = dims(shape)
+        except Exception as exc:
+            self._keep(exc)
 
 
 def _pin_to_profile(signature: ModelSignature, low: tuple[int, ...], high: tuple[int, ...]) -> ModelSignature:
@@ -85,7 +107,7 @@ class TensorRTDetector:
         sidecar = read_sidecar(path)
         check_engine(path, sidecar, build_target(gpu_info()))
         self.path = path
-        self._runtime = trt.Runtime(LOGGER)
+        self._runtime = create_runtime()
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise EngineMismatchError(f"{path}: TensorRT could not deserialize the engine (see its log above); rebuild with minescan build")
@@ -145,20 +167,29 @@ class TensorRTDetector:
                 else context.get_max_output_size(name)
             )
             self._bind(name, self._arena.reserve(name, size))
-        self._allocator.shapes.clear()
-        if not context.execute_async_v3(self._arena.stream):
+        self._allocator.reset()
+        ran = context.execute_async_v3(self._arena.stream)
+        self._raise_allocator_error()
+        if not ran:
             raise TensorRTRunError(f"{self.path}: TensorRT failed to run a batch of {len(batch)} (see its log above)")
         self._arena.synchronize()
-        outputs = []
+        self._raise_allocator_error()  # the callbacks may also run as the stream completes
+        requests = []
         for name in OUTPUT_NAMES:
             shape = self._allocator.shapes.get(name, expected[name])
             if min(shape, default=0) < 0:
                 raise TensorRTRunError(f"{self.path}: TensorRT reported no shape for output {name!r} ({list(shape)})")
-            outputs.append(self._arena.download(name, shape, self._dtypes[name]))
-        self._arena.synchronize()
+            requests.append((name, shape, self._dtypes[name]))
+        outputs = self._arena.download(requests)
         if outputs[0].shape[0] != len(batch):
             raise ContractError(f"{self.path}: detection_boxes came back {list(outputs[0].shape)} for a batch of {len(batch)}")
         return outputs
+
+    def _raise_allocator_error(self) -> None:
+        """Re-raise, with its own traceback, the exception the output allocator kept from TensorRT's binding."""
+        error, self._allocator.error = self._allocator.error, None
+        if error is not None:
+            raise error
 
     def _bind(self, name: str, address: int) -> None:
         if not self._context.set_tensor_address(name, address):

@@ -8,13 +8,17 @@ it lazily and the rest of minescan works without TensorRT.
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Callable, TypeVar
+
 import numpy as np
 
 from minescan.engine.backends import TensorRTUnavailableError
 from minescan.model.contract import ContractError, TensorSpec
-from minescan.engine.cuda_runtime import GpuInfo
+from minescan.engine.cuda_runtime import CudaError, CudaUnavailableError, GpuInfo, driver_cuda_version
 from minescan.engine.engine_sidecar import BuildTarget
 
+_T = TypeVar("_T")
 _INSTALL = "install NVIDIA's TensorRT wheels (pip install 'minescan[gpu]') on a machine with an NVIDIA GPU and driver"
 
 try:
@@ -56,9 +60,65 @@ def tensor_spec(name: str, dtype: trt.DataType, shape: tuple[int, ...]) -> Tenso
     return TensorSpec(name, type_name, tuple(d if d >= 0 else None for d in shape))
 
 
+def wheel_cuda_major() -> str | None:
+    """The CUDA major version the installed TensorRT wheels are built for (their ``-cuNN`` name), None if unknown."""
+    for major in ("13", "12", "11"):
+        for part in ("bindings", "libs"):
+            try:
+                metadata.version(f"tensorrt-cu{major}-{part}")
+            except metadata.PackageNotFoundError:
+                continue
+            return major
+    return None
+
+
+def _driver_cuda() -> str:
+    try:
+        version = driver_cuda_version()
+    except (CudaError, CudaUnavailableError) as exc:
+        return f"unknown ({exc})"
+    return f"{version[0]}.{version[1]}" if version else "none (no NVIDIA driver)"
+
+
+def start(factory: Callable[[], _T | None], what: str) -> _T:
+    """``factory()``, a TensorRT ``Runtime`` or ``Builder``; raise :class:`TensorRTUnavailableError` when it fails.
+
+    TensorRT cannot start when the driver is older than the CUDA its wheel was built for (it logs
+    "CUDA initialization failure with error: 35"); its Python binding then raises TypeError ("factory
+    function returned nullptr").  The message names both versions instead.
+    """
+    try:
+        made = factory()
+        cause = "it returned None"
+    except (TypeError, RuntimeError) as exc:
+        made, cause = None, f"{type(exc).__name__}: {exc}"
+    if made is None:
+        major = wheel_cuda_major()
+        wheel = f"CUDA {major}" if major else "a CUDA major not known here (no tensorrt-cuNN package found)"
+        raise TensorRTUnavailableError(
+            f"TensorRT {trt.__version__} could not create its {what} ({cause}); its wheels are built for {wheel} "
+            f"and this machine's NVIDIA driver supports CUDA {_driver_cuda()}: check that the driver supports "
+            "that CUDA major (update the driver, or install the tensorrt-cuNN wheels of the driver's CUDA major)"
+        )
+    return made
+
+
+def create_runtime() -> trt.Runtime:
+    """A TensorRT runtime on :data:`LOGGER`; see :func:`start` for the failure."""
+    return start(lambda: trt.Runtime(LOGGER), "runtime")
+
+
+def create_builder() -> trt.Builder:
+    """A TensorRT builder on :data:`LOGGER`; see :func:`start` for the failure."""
+    return start(lambda: trt.Builder(LOGGER), "builder")
+
+
 def build_target(gpu: GpuInfo) -> BuildTarget:
     """This TensorRT on ``gpu``: what an engine built or run here is tied to."""
     return BuildTarget(tensorrt_version=trt.__version__, gpu_name=gpu.name, compute_capability=gpu.compute_capability)
 
 
-__all__ = ["LOGGER", "build_target", "dims", "numpy_dtype", "trt", "tensor_spec"]
+__all__ = [
+    "LOGGER", "build_target", "create_builder", "create_runtime", "dims", "numpy_dtype", "start", "trt", "tensor_spec",
+    "wheel_cuda_major",
+]

@@ -11,7 +11,9 @@ The steps, with TensorRT 10's Python API:
 3. give ``input_tensor`` one optimization profile
    (:mod:`minescan.export.build_profile`) and cap the workspace memory pool;
 4. load the timing cache file if there is one: it keeps the kernel timings of
-   earlier builds on this GPU and TensorRT, which makes rebuilds much faster;
+   earlier builds on this GPU and TensorRT, which makes rebuilds much faster
+   (a file TensorRT cannot read, or one from another TensorRT or GPU, is
+   refused naming the file);
 5. ``build_serialized_network``, then write the engine, the updated timing
    cache and the sidecar ``<engine>.json`` (:mod:`minescan.engine.engine_sidecar`),
    each atomically.
@@ -34,9 +36,9 @@ from minescan.model.contract import INPUT_NAME, check_contract
 from minescan.engine.cuda_runtime import gpu_info
 from minescan.engine.engine_sidecar import EngineSidecar, sha256_file, sidecar_path
 from minescan.model.metadata import parse_metadata
-from minescan.engine.tensorrt_common import LOGGER, build_target, dims, tensor_spec, trt
+from minescan.engine.tensorrt_common import LOGGER, build_target, create_builder, dims, tensor_spec, trt
 from minescan.results.atomic import write_atomically
-from minescan.export.build_profile import DEFAULT_BATCH, DEFAULT_WORKSPACE_GB, Batch, check_batch, plan_profile
+from minescan.export.build_profile import DEFAULT_BATCH, DEFAULT_WORKSPACE_GB, Batch, check_batch, check_engine_path, plan_profile
 from minescan.export.errors import ExportError
 
 
@@ -86,9 +88,26 @@ def _check_network(onnx_path: Path, network: trt.INetworkDefinition) -> tuple[in
 
 
 def _timing_cache(config: trt.IBuilderConfig, path: Path | None) -> None:
-    serialized = path.read_bytes() if path is not None and path.is_file() else b""
-    cache = config.create_timing_cache(serialized)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    """Give ``config`` the timing cache in file ``path`` (a new, empty one when there is no file yet)."""
+    try:
+        serialized = path.read_bytes() if path is not None and path.is_file() else b""
+    except OSError as exc:
+        raise ExportError(f"timing cache {path}: cannot read it ({exc.strerror or exc})") from None
+    # Bytes TensorRT cannot parse come back as None (TensorRT logs why), which set_timing_cache then refuses
+    # with a TypeError; either call may also raise on them itself.
+    try:
+        cache = config.create_timing_cache(serialized)
+        accepted = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
+        unreadable = cache is None
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ExportError(
+            f"timing cache {path}: TensorRT cannot read it ({type(exc).__name__}: {exc}); delete it or give another timing cache file"
+        ) from None
+    if unreadable:
+        raise ExportError(
+            f"timing cache {path}: TensorRT cannot read it (corrupt or not a timing cache); delete it or give another timing cache file"
+        )
+    if not accepted:
         raise ExportError(f"timing cache {path} was made by another TensorRT or GPU: delete it or give another timing cache file")
 
 
@@ -104,7 +123,7 @@ def build_engine(
     """Build ``onnx_path`` into ``engine_path`` plus its sidecar; ``size`` is the tile (height, width)
     when the graph leaves it open and the model's metadata does not say."""
     start = time.perf_counter()
-    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    onnx_path, engine_path = Path(onnx_path), check_engine_path(engine_path)
     cache_path = Path(timing_cache) if timing_cache is not None else None
     if not onnx_path.is_file():
         raise ExportError(f"ONNX model not found: {onnx_path}")
@@ -115,7 +134,7 @@ def build_engine(
     props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     size = size or parse_metadata(props).input_size
 
-    builder = trt.Builder(LOGGER)
+    builder = create_builder()
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -127,7 +146,11 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
     shapes = builder.create_optimization_profile()
     shapes.set_shape(profile.input, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max)))
-    config.add_optimization_profile(shapes)
+    if config.add_optimization_profile(shapes) < 0:
+        raise ExportError(
+            f"{onnx_path}: TensorRT refused the optimization profile of {profile.input} "
+            f"(min {list(profile.min)}, opt {list(profile.opt)}, max {list(profile.max)}; its log above says why)"
+        )
     _timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

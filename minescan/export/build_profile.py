@@ -17,8 +17,11 @@ kernels are tuned for) and a max shape.  minescan's one input is
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
+from minescan.engine.backends import ENGINE_SUFFIXES
 from minescan.engine.engine_sidecar import Profile
 from minescan.export.errors import ExportError
 
@@ -27,6 +30,19 @@ Batch = tuple[int, int, int]
 DEFAULT_BATCH: Batch = (1, 8, 16)
 DEFAULT_WORKSPACE_GB = 4.0
 """TensorRT's workspace memory pool cap: scratch memory for kernels that need it (tactics needing more are skipped)."""
+
+
+def check_engine_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if its suffix marks a TensorRT engine (:data:`~minescan.engine.backends.ENGINE_SUFFIXES`), else raise.
+
+    An engine under another name would later be taken for an ONNX model and handed to ONNX Runtime.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ENGINE_SUFFIXES:
+        raise ExportError(
+            f"engine file {path}: name it with {', '.join(ENGINE_SUFFIXES)} so that minescan loads it as a TensorRT engine"
+        )
+    return path
 
 
 def parse_batch(text: str) -> Batch:
