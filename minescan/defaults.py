@@ -129,6 +129,10 @@ class Defaults:
     serve_max_side: int = 4096  # px, a tile's side in an infer request
     serve_max_jobs_queued: int = 32  # scene jobs waiting; one more is answered 429
     serve_max_infer_pending: int = 256  # infer requests waiting for the model; one more is answered 503
+    # ONNX Runtime's TensorRT provider (scan --backend tensorrt on an .onnx model) caches its engines and its
+    # timing cache here, one engine folder per model content (minescan.engine.onnxruntime_backend.tensorrt_options),
+    # so only its first start builds.  "": $XDG_CACHE_HOME/minescan/ort-trt, else ~/.cache/minescan/ort-trt.
+    ort_trt_cache: str = ""
 
     def read_threads(self, cores: int | None = None) -> int:
         """Reader threads: two per core, at most :attr:`max_read_threads`.

@@ -15,6 +15,18 @@ from minescan.engine.backends import BACKENDS, BackendError, TensorRTUnavailable
 from minescan.engine.detector import Detector, DetectorInputError
 
 
+def onnxruntime():
+    """The onnxruntime module, or :class:`BackendError` saying which extra installs it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendError(
+            f"ONNX Runtime is not installed ({exc}): pip install 'minescan[cpu]', "
+            "or 'minescan[gpu]' on a machine with an NVIDIA GPU"
+        ) from exc
+    return ort
+
+
 def load_detector(
     path: str | os.PathLike[str],
     *,
@@ -35,8 +47,7 @@ def load_detector(
     model read for its contract and metadata only (no graph optimisation, no
     probe call; a Ray run's driver, which plans while its workers scan).
     """
-    import onnxruntime as ort
-
+    ort = onnxruntime()
     plan = plan_backend(path, backend, ort.get_available_providers())
     if plan.engine:
         from minescan.engine.tensorrt_backend import TensorRTDetector

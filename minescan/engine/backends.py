@@ -18,23 +18,36 @@ ONNX Runtime lists a GPU provider whenever onnxruntime-gpu is installed, even
 when the CUDA libraries or the GPU are missing, and then quietly runs on the
 CPU.  :func:`check_providers` catches that after the session starts: an
 explicit request fails, ``auto`` carries on with a notice.
+
+``onnxruntime`` and ``onnxruntime-gpu`` install into the same ``onnxruntime/``
+folder: with both installed there, whichever was installed last owns the files,
+and upgrading either one silently swaps the build.  :func:`installed_onnxruntime`
+tells that from the distributions' metadata in the folder ``onnxruntime`` imports
+from (a GPU build in a folder of its own ahead on ``sys.path``, as
+benchmarks/gpu_check.sh installs it, is no conflict); a GPU request then says, in
+one line, how to keep only the GPU package (an error when the CPU build won, a
+notice when the GPU build happens to be the one in place).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 from minescan.errors import MinescanError
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
-ENGINE_SUFFIXES = (".engine", ".plan")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 _PROVIDERS = {"cpu": (CPU,), "cuda": (CUDA, CPU), "tensorrt": (TENSORRT, CUDA, CPU)}
-_GPU_PACKAGE = "install onnxruntime-gpu in place of onnxruntime"
+_GPU_PACKAGE = "install onnxruntime-gpu in place of onnxruntime: pip uninstall -y onnxruntime, then pip install 'minescan[gpu]'"
+CPU_DISTRIBUTION = "onnxruntime"
+GPU_DISTRIBUTIONS = ("onnxruntime-gpu",)  # distributions of the same onnxruntime/ folder with the CUDA/TensorRT providers
 
 
 class BackendError(MinescanError):
@@ -63,8 +76,44 @@ def is_engine_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in ENGINE_SUFFIXES
 
 
-def plan_backend(path: str | Path, requested: str, available: Sequence[str]) -> BackendPlan:
-    """Plan the backend for ``path`` given ONNX Runtime's ``available`` providers."""
+def onnxruntime_folder() -> Path | None:
+    """The folder (a site-packages) the ``onnxruntime`` package imports from; None without one.  Imports nothing."""
+    spec = importlib.util.find_spec("onnxruntime")
+    locations = list(spec.submodule_search_locations or ()) if spec else []
+    return Path(locations[0]).parent if locations else None
+
+
+def installed_onnxruntime(folder: str | Path | None = None) -> tuple[str, ...]:
+    """The ONNX Runtime distributions (``onnxruntime``, ``onnxruntime-gpu``) whose metadata is in ``folder``.
+
+    ``folder``: default :func:`onnxruntime_folder`, the one that decides which build imports.
+    Reads only the distributions' metadata (milliseconds).
+    """
+    folder = onnxruntime_folder() if folder is None else Path(folder)
+    if folder is None:
+        return ()
+    return tuple(name for name in (CPU_DISTRIBUTION, *GPU_DISTRIBUTIONS)
+                 if next(iter(metadata.distributions(name=name, path=[str(folder)])), None) is not None)
+
+
+def onnxruntime_conflict(installed: Sequence[str]) -> str | None:
+    """One line saying what to do when the CPU and a GPU build of ONNX Runtime are both ``installed``; else None."""
+    gpu = [name for name in installed if name in GPU_DISTRIBUTIONS]
+    if CPU_DISTRIBUTION not in installed or not gpu:
+        return None
+    return (f"{CPU_DISTRIBUTION} and {gpu[0]} are both installed and share one onnxruntime/ folder, so the build in "
+            f"use is whichever was installed last: run 'pip uninstall -y {CPU_DISTRIBUTION} {gpu[0]}', then "
+            f"'pip install {gpu[0]}'")
+
+
+def plan_backend(path: str | Path, requested: str, available: Sequence[str],
+                 installed: Sequence[str] | None = None) -> BackendPlan:
+    """Plan the backend for ``path`` given ONNX Runtime's ``available`` providers.
+
+    ``installed``: the ONNX Runtime distributions (default: :func:`installed_onnxruntime`, read only
+    when a GPU may be used, never for ``cpu``); both the CPU and a GPU build installed make an
+    explicit GPU request without its provider an error saying so, and otherwise a notice.
+    """
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
     if is_engine_file(path):
@@ -74,18 +123,22 @@ def plan_backend(path: str | Path, requested: str, available: Sequence[str]) -> 
                 f"give the .onnx model to run on {requested}"
             )
         return BackendPlan(requested, engine=True)
+    if requested == "cpu":
+        return BackendPlan(requested, engine=False, providers=_PROVIDERS["cpu"])
+    conflict = onnxruntime_conflict(installed_onnxruntime() if installed is None else installed)
     if requested == "auto":
         if CUDA in available:
-            return BackendPlan(requested, engine=False, providers=_PROVIDERS["cuda"])
+            return BackendPlan(requested, engine=False, providers=_PROVIDERS["cuda"], notice=conflict)
         # No GPU package installed: the CPU is what the user has, and the default needs no notice.
-        return BackendPlan(requested, engine=False, providers=_PROVIDERS["cpu"])
+        notice = f"backend auto: running on the CPU; {conflict}" if conflict else None
+        return BackendPlan(requested, engine=False, providers=_PROVIDERS["cpu"], notice=notice)
     wanted = _PROVIDERS[requested][0]
     if wanted not in available:
         raise BackendError(
             f"backend {requested} needs ONNX Runtime's {wanted}, which this ONNX Runtime lacks "
-            f"(it has {', '.join(available) or 'none'}): {_GPU_PACKAGE}"
+            f"(it has {', '.join(available) or 'none'}): {conflict or _GPU_PACKAGE}"
         )
-    return BackendPlan(requested, engine=False, providers=_PROVIDERS[requested])
+    return BackendPlan(requested, engine=False, providers=_PROVIDERS[requested], notice=conflict)
 
 
 def check_providers(plan: BackendPlan, active: Sequence[str], model: str | Path) -> str | None:
@@ -95,5 +148,7 @@ def check_providers(plan: BackendPlan, active: Sequence[str], model: str | Path)
         return plan.notice
     fallback = f"ONNX Runtime could not start {wanted} for {model} and fell back to {active[0]}"
     if plan.requested != "auto":
-        raise BackendError(f"backend {plan.requested}: {fallback} (are the CUDA/cuDNN libraries and a GPU present?)")
-    return f"backend auto: {fallback}; running on the CPU"
+        # A plan's notice for a GPU provider is the two-builds conflict (plan_backend), a likely cause too.
+        also = f"; also: {plan.notice}" if plan.notice else ""
+        raise BackendError(f"backend {plan.requested}: {fallback} (are the CUDA/cuDNN libraries and a GPU present?{also})")
+    return f"backend auto: {fallback}; running on the CPU" + (f"; {plan.notice}" if plan.notice else "")

@@ -22,10 +22,28 @@ threads at once.  ``providers`` lists execution providers
 in order of preference (:mod:`minescan.engine.backends` picks them); ONNX
 Runtime places each node on the first that supports it, and ``backend`` names
 the provider the session actually leads with.
+
+On a GPU provider (none of this has run on a GPU yet; the calls are checked
+against a stand-in session in tests/test_gpu_providers.py):
+
+- before the session starts, ``onnxruntime.preload_dlls()`` (ORT >= 1.21) loads
+  CUDA and cuDNN from the nvidia-* wheels (:func:`preload_gpu_libraries`); the
+  CPU path never calls it;
+- once it has started on a GPU provider, ``session.disable_fallback()``: ONNX
+  Runtime's Python session otherwise answers a provider failure at run time by
+  rebuilding itself on the CPU and carrying on, while ``backend`` would still
+  name the GPU;
+- the TensorRT provider gets engine and timing caches
+  (:func:`tensorrt_options`) under :func:`tensorrt_cache_dir`, so only its first
+  start builds the engine;
+- on the CUDA provider each call runs through an I/O binding
+  (:func:`run_bound`): the batch is uploaded once into a device ``OrtValue`` and
+  the outputs stay on the device until read back once, in one copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +56,7 @@ from minescan.model.contract import (
     INPUT_NAME, OUTPUT_NAMES, ContractError, TensorSpec, check_classifier, check_contract, model_task,
 )
 from minescan.model.detections import BatchDetections, TileDetections
+from minescan.engine.backends import CPU, CUDA, TENSORRT
 from minescan.engine.detector import check_tiles, split_batch
 from minescan.model.metadata import MetadataError, check_input_size, parse_metadata
 from minescan.engine.memory_budget import CpuSplit, MemoryBudget, ModelCost, choose_split, probe_call
@@ -67,6 +86,90 @@ MAX_WORKERS = DEFAULTS.max_workers  # concurrent calls on the CPU; more cores go
 # demo detector without the arena peaked higher on its 64-tile scene (554 MiB against 494-501) and was no
 # faster; without memory patterns alone it is not measured.  Full table: benchmarks/memory_defaults.md.
 SESSION_MEMORY_SETTINGS: dict[str, object] = {"enable_mem_pattern": False}
+
+
+GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
+_DEVICE = ("cuda", 0)  # ONNX Runtime's CUDA provider runs on device 0 unless given a device_id, and minescan gives none
+
+
+def preload_gpu_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels before a GPU session starts (``onnxruntime.preload_dlls``).
+
+    ONNX Runtime >= 1.21 has it; an older one has nothing to call and relies on the loader's
+    paths.  It looks in the ``nvidia/`` packages beside ``onnxruntime/``, then the loader's
+    default paths, and only prints what it cannot load: a provider that then cannot start is
+    reported by the session (:func:`minescan.engine.backends.check_providers`).
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception:  # an odd install (a missing folder): the session's start says what is wrong, in context
+        pass
+
+
+def tensorrt_cache_dir() -> Path:
+    """Where the TensorRT provider keeps its engines and timing cache (``DEFAULTS.ort_trt_cache`` when set).
+
+    Default: ``$XDG_CACHE_HOME/minescan/ort-trt``, else ``~/.cache/minescan/ort-trt``.
+    """
+    if DEFAULTS.ort_trt_cache:
+        return Path(DEFAULTS.ort_trt_cache).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minescan" / "ort-trt"
+
+
+def model_key(path: Path) -> str:
+    """``<stem>-<sha256 of the file, 16 hex>-ort<version>``: one engine folder per model content and ONNX Runtime.
+
+    ONNX Runtime's TensorRT provider documentation says its engine cache files "must be
+    invalidated if there are any changes to the model, ORT version, TensorRT version or if the
+    underlying hardware changes" and leaves that to the user: a retrained model under the same
+    name could load the old engine.  The model's content and ONNX Runtime's version are in this
+    key; the GPU's architecture is in ONNX Runtime's own file names (``..._sm90.engine``); after a
+    TensorRT upgrade, delete the cache folder.  Hashing the file costs about a second per GB, once
+    per session start.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as model:
+        for block in iter(lambda: model.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:16]}-ort{ort.__version__}"
+
+
+def tensorrt_options(path: Path, cache: Path | None = None) -> dict[str, str]:
+    """The TensorRT provider's options for the model at ``path``: engines cached per model, timing shared.
+
+    Engines go to ``cache/<model_key>``; the timing cache (layer tactics timed on this GPU,
+    valid for any model) to ``cache`` itself.  ``trt_fp16_enable`` stays off: precision comes
+    from the graph (an FP16 export, :mod:`minescan.export.precision`), never from the builder.
+    """
+    cache = tensorrt_cache_dir() if cache is None else cache
+    engines = cache / model_key(path)
+    engines.mkdir(parents=True, exist_ok=True)
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(engines),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": "False",
+    }
+
+
+def run_bound(session: ort.InferenceSession, names: list[str], tiles: np.ndarray) -> list[np.ndarray]:
+    """``names``' outputs for ``tiles`` through an I/O binding on the CUDA device.
+
+    The batch is uploaded once into a device ``OrtValue``; the outputs are bound to the device
+    (ONNX Runtime allocates them, their shapes being known only after the run) and copied to
+    the host once, in ``names``' order, after ``run_with_iobinding`` (which synchronizes).
+    """
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(tiles), *_DEVICE))
+    for name in names:
+        binding.bind_output(name, *_DEVICE)
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()
 
 
 _BACKEND_NAMES = {
@@ -104,7 +207,7 @@ class OnnxRuntimeDetector:
         self.path = path
         self._providers = tuple(providers)
         self._asked = (threads, workers)
-        self.on_cpu = providers[0] == "CPUExecutionProvider"
+        self.on_cpu = providers[0] == CPU
         # A GPU provider serializes calls on its device anyway: one call at a time, all cores for its CPU nodes.
         self.threads, self.concurrency = DEFAULTS.cpu_split(threads, workers) if self.on_cpu else (threads or available_cores(), 1)
         self.cost: ModelCost | None = None  # the probe call's measure (CPU only; see minescan.engine.memory_budget)
@@ -117,6 +220,7 @@ class OnnxRuntimeDetector:
             self.threads = DEFAULTS.costly_split()[0]
         self._session = self._open(self.threads, self._lean)
         self.providers = tuple(self._session.get_providers())
+        self._bound = self.providers[0] == CUDA  # run_bound; every other provider takes numpy through session.run
         self.backend = _BACKEND_NAMES.get(self.providers[0], f"onnxruntime-{self.providers[0]}")
         inputs, outputs = [_spec(a) for a in self._session.get_inputs()], [_spec(a) for a in self._session.get_outputs()]
         # A tile classifier loads here too (told by its outputs): ``detect`` then answers probabilities per tile.
@@ -148,11 +252,26 @@ class OnnxRuntimeDetector:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         for name, value in (SESSION_MEMORY_SETTINGS.items() if lean else ()):
             setattr(options, name, value)
+        if not self.on_cpu:
+            preload_gpu_libraries()
         try:
-            return ort.InferenceSession(str(self.path), options, providers=list(self._providers))
+            session = ort.InferenceSession(str(self.path), options, providers=self._provider_list())
         except Exception as exc:  # ORT raises its own exception types for every kind of bad file
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({reason})") from exc
+        if session.get_providers()[0] in GPU_PROVIDERS:
+            session.disable_fallback()  # a GPU failure at run time raises, never quietly continues on the CPU
+        return session
+
+    def _provider_list(self) -> list[str | tuple[str, dict[str, str]]]:
+        """The providers as ONNX Runtime takes them: the TensorRT provider with its caches (:func:`tensorrt_options`)."""
+        return [(name, tensorrt_options(self.path)) if name == TENSORRT else name for name in self._providers]
+
+    def _run(self, names: list[str], tiles: np.ndarray) -> list[np.ndarray]:
+        """The named outputs for one chunk: bound to the device on the CUDA provider, else numpy in and out."""
+        if self._bound:
+            return run_bound(self._session, names, tiles)
+        return self._session.run(names, {INPUT_NAME: tiles})
 
     def limit_memory(self, max_memory: int | str | None = None) -> CpuSplit | None:
         """Choose (threads per call, concurrent calls) for this model within ``max_memory`` (bytes or ``2G``).
@@ -199,7 +318,7 @@ class OnnxRuntimeDetector:
         classes [B, K], ``num_detections`` [B], in the graph's own types.
         """
         check_tiles(tiles, self.signature)
-        parts = [self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk}) for chunk in split_batch(tiles, self._max_batch)]
+        parts = [self._run(list(OUTPUT_NAMES), chunk) for chunk in split_batch(tiles, self._max_batch)]
         joined = {}
         for index, name in enumerate(OUTPUT_NAMES):
             arrays = [p[index] for p in parts]
@@ -212,7 +331,7 @@ class OnnxRuntimeDetector:
         """A classifier's class probabilities [B, C] for a uint8 [B, H, W, 3] batch."""
         check_tiles(tiles, self.signature)
         name = self.signature.output
-        parts = [self._session.run([name], {INPUT_NAME: chunk})[0] for chunk in split_batch(tiles, self._max_batch)]
+        parts = [self._run([name], chunk)[0] for chunk in split_batch(tiles, self._max_batch)]
         probabilities = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if probabilities.shape[0] != len(tiles):
             raise ContractError(f"{self.path}: {name} came back {list(probabilities.shape)} for a batch of {len(tiles)}")
@@ -229,7 +348,7 @@ class OnnxRuntimeDetector:
         height, width = tiles.shape[1:3]
         results: list[TileDetections] = []
         for chunk in split_batch(tiles, self._max_batch):
-            values = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
+            values = self._run(list(OUTPUT_NAMES), chunk)
             boxes = values[0]
             if boxes.shape[0] != len(chunk) or boxes.ndim != 3 or boxes.shape[2] != 4:
                 raise ContractError(

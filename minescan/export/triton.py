@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from minescan.engine.backends import ENGINE_SUFFIXES
 from minescan.export.errors import ExportError
 from minescan.model.contract import INPUT_NAME, OUTPUT_NAMES, TensorSpec, contract_problems
 
@@ -70,7 +71,7 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_QUEUE_DELAY_US = 100
 """The dynamic batcher's wait for more requests: small next to a detector's milliseconds per tile."""
 KINDS = ("cpu", "gpu")
-PLAN_SUFFIXES = (".plan", ".engine")
+PLAN_SUFFIXES = ENGINE_SUFFIXES  # one rule for what names a TensorRT engine (minescan.engine.backends)
 ONNX_PLATFORM = "onnxruntime_onnx"
 PLAN_PLATFORM = "tensorrt_plan"
 INSTALL_HINT = "pip install 'tritonclient[grpc]'"

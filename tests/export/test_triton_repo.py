@@ -472,3 +472,11 @@ def test_export_free_batch_loops_a_fixed_batch_graph_and_refuses_tensorrt(fixed_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["minescan: error: --free-batch makes an ONNX Runtime model (for Triton's batching); it cannot go with --target tensorrt"]
     assert not refused.exists()
+
+
+def test_a_trt_engine_file_is_a_tensorrt_plan_too(tmp_path):
+    """``.trt`` is a common engine suffix: Triton gets it as model.plan, not as an ONNX model."""
+    plan = write_plan(tmp_path, Profile(INPUT_NAME, (1, 640, 640, 3), (8, 640, 640, 3), (16, 640, 640, 3)), name="detector.trt")
+    report = write_triton_repository(plan, tmp_path / "repo", max_batch=16, preferred_batch=[8])
+    assert report.platform == "tensorrt_plan"
+    assert (tmp_path / "repo" / "detector" / "1" / "model.plan").read_bytes() == plan.read_bytes()
