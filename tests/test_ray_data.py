@@ -24,7 +24,7 @@ from minescan import Scanner  # noqa: E402
 from minescan.defaults import DEFAULTS  # noqa: E402
 from minescan.demo import shipped_model  # noqa: E402
 from minescan.engine import load_detector  # noqa: E402
-from minescan.raster.strips import RenderedTile, StripReader  # noqa: E402
+from minescan.raster.strips import CutTile, StripReader  # noqa: E402
 from minescan.results.evaluation import compare  # noqa: E402
 from minescan.scaleout import ray_data  # noqa: E402
 from minescan.scaleout.ray_data import DetectTiles, RayDataError, ReadTiles, TileBatchError, tile_rows  # noqa: E402
@@ -53,7 +53,7 @@ def scene(tmp_path_factory):
     truth = write_mining_scene(path, SPEC).truth()
     plan = Scanner(DEMO, backend="cpu").plan(path)
     with plan.open_scene() as opened:
-        rendered = [t for t in StripReader(opened, plan.grid, 1, radiometry=plan.radiometry) if isinstance(t, RenderedTile)]
+        rendered = [t for t in StripReader(opened, plan.grid, 1, radiometry=plan.radiometry) if isinstance(t, CutTile)]
     tiles = np.stack([t.rgb for t in rendered])
     detections = load_detector(DEMO, backend="cpu").detect(tiles, DEFAULTS.score_threshold)
     return path, truth, [t.tile for t in rendered], tiles, detections

@@ -234,7 +234,7 @@ def _read_only(plan: ScanPlan, scene: Scene, workdir: str, masks: bool = False) 
                 continue
             if item.empty:
                 continue
-            rgb[n] = item.rgb  # into the memory map (on disk); rendering was timed in the reader threads
+            item.cut_into(rgb[n])  # into the memory map (on disk); rendering was timed in the reader threads
             if nodata is not None:
                 nodata[n] = item.nodata
             tiles.order.append(item.tile)
