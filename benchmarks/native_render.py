@@ -37,6 +37,7 @@ from rasterio.windows import Window
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import cpu_description  # noqa: E402
+from minescan.raster.buffers import Recycler  # noqa: E402
 from minescan.raster.grid import TileGrid  # noqa: E402
 from minescan.raster.radiometry import reflectance_gain  # noqa: E402
 from minescan.raster.strips import CutTile, _overlapping, _Piece  # noqa: E402
@@ -103,9 +104,12 @@ def numpy_path(pieces, radiometry, threads: int = 1) -> tuple[float, float, np.n
     return render_s, time.perf_counter() - start, last
 
 
+_RENDERED = Recycler(keep=2 * len(_windows()))  # the rendered pieces reused from run to run, as the strip reader reuses them
+
+
 def native_path(pieces, radiometry, threads: int = 1) -> tuple[float, float, np.ndarray]:
     def render(w: Window, d: np.ndarray, m: np.ndarray) -> _Piece:
-        rgb, masked = radiometry.render(d, m)
+        rgb, masked = radiometry.render(d, m, _RENDERED.take(d.shape[1:] + d.shape[:1]))
         return _Piece(w, rgb, m, masked)
 
     rendered, render_s = _render_timed(pieces, render, threads)
