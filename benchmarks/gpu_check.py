@@ -23,7 +23,9 @@ still leaves what it measured):
    them (upload + render + cut into the device batch, against render + cut into a host batch);
 6. ``runs``: ``minescan bench SCENE --model M --backend B --batch ... --json``, one subprocess per
    model and precision, with its ``backend:`` line, exit status, wall time, the bench's JSON and a
-   summary per batch: the pipeline against the model-only floor (``alone_s.inference``).
+   summary per batch: the pipeline against the model-only floor (``alone_s.inference``); on CUDA
+   the demo detector once more with ``--render gpu`` (render + cut on the GPU, the batch bound to
+   ONNX Runtime in device memory).
 
 Nothing here has run on a GPU yet; no figure of this script is quoted anywhere.
 """
@@ -152,10 +154,11 @@ def summarize(bench: dict) -> list[dict]:
     return rows
 
 
-def bench(scene: Path, model: Path, backend: str, batches: str, out_json: Path, timeout: float) -> dict:
+def bench(scene: Path, model: Path, backend: str, batches: str, out_json: Path, timeout: float,
+          extra: tuple[str, ...] = ()) -> dict:
     """One ``minescan bench`` subprocess; its figures and what it said."""
     command = [sys.executable, "-m", "minescan", "bench", str(scene), "--model", str(model), "--backend", backend,
-               "--batch", batches, "--json", str(out_json)]
+               "--batch", batches, "--json", str(out_json), *extra]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -195,7 +198,7 @@ def gpu_render(repeats: int = 5) -> dict:
     def on_gpu():
         stage.render_rows(data, nodata, 0)
         batch = stage.cut(tiles)
-        stage._stage.synchronize()
+        stage.synchronize()
         return batch
 
     def on_cpu():
@@ -299,6 +302,13 @@ def main() -> int:
             runs[key] = {"skipped": f"out of time (--budget-s {args.budget_s:.0f})"}
         else:
             runs[key] = bench(scene, Path(model["path"]), args.backend, args.batches, work / f"bench-{key}.json", left())
+        report.save()
+    # The same demo bench with rendering and cutting on the GPU (scan --render gpu): the batch never leaves the device.
+    demo32 = models.get("demo-fp32", {})
+    if args.backend == "cuda" and "path" in demo32:
+        key = "demo-fp32-render-gpu"
+        runs[key] = (bench(scene, Path(demo32["path"]), args.backend, args.batches, work / f"bench-{key}.json", left(),
+                           ("--render", "gpu")) if left() >= 30 else {"skipped": "out of time"})
         report.save()
     report.data["total_s"] = time.perf_counter() - started
     report.save()

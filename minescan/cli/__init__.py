@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _message(exc: MinescanError) -> str:
     """The one line for ``exc``; a setting out of range is named by its flag."""
-    from minescan.scan.plan import OptionError
+    from minescan.errors import SettingError
 
-    return exc.describe(flag(exc.setting)) if isinstance(exc, OptionError) else str(exc)
+    return exc.describe(flag(exc.setting)) if isinstance(exc, SettingError) else str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

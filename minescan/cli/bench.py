@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--workers", type=int_list,
                        help=f"concurrent inference calls to try, e.g. 1,2 (default: one per core, at most {DEFAULTS.max_workers})")
     bench.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend, help="where the model runs (see scan --backend; default auto)")
+    bench.add_argument("--render", choices=("cpu", "gpu"), default="cpu",
+                       help="where tiles are rendered and cut (see scan --render; gpu needs --backend cuda)")
     bench.add_argument("--read-threads", type=int, help=f"reader threads (default: two per core, at most {DEFAULTS.max_read_threads})")
     bench.add_argument("--tile", type=int, help=f"tile size in px (default: the model's, else {DEFAULTS.tile})")
     bench.add_argument("--overlap", type=int, help=f"detectors: tile overlap in px (default {DEFAULTS.overlap})")
@@ -78,7 +80,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     def make(threads: int | None, workers: int | None):
         return lambda: Scanner(args.model, backend=args.backend, threads=threads, workers=workers, gate=args.gate,
-                               max_memory=budget)
+                               max_memory=budget, render=args.render)
 
     results = [
         bench_setting(args.scene, make(threads, workers), batch, options)

@@ -46,6 +46,9 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
                    help="where the model runs: auto (a GPU when ONNX Runtime has one, else the CPU), cpu, "
                    "cuda or tensorrt (ONNX Runtime's providers, needs onnxruntime-gpu); a .engine runs on TensorRT (default auto)")
+    d.add_argument("--render", choices=("cpu", "gpu"), default="cpu",
+                   help="where tiles are rendered and cut: cpu (the reader threads; default) or gpu (CUDA kernels, the "
+                   "batch handed to the model in GPU memory; needs --backend cuda, 8/16 bit scenes, no --gate)")
     d.add_argument("--read-threads", type=int, help=f"threads decoding the raster (default: two per core, at most {DEFAULTS.max_read_threads})")
     d.add_argument("--iou", type=float, help=f"IoU at which two tiles' boxes are one object (default {DEFAULTS.iou:g})")
     d.add_argument("--class-agnostic", action="store_true", help="merge overlapping boxes across classes too")
@@ -219,7 +222,8 @@ def load_scanner(args: argparse.Namespace, *, planning: bool = False):
     from minescan.engine.memory_budget import MemoryBudgetError
 
     budget = max_memory(getattr(args, "max_memory", None))  # a malformed size fails before the model loads
-    asked = {"backend": args.backend, "threads": args.threads, "workers": args.workers, "max_memory": budget}
+    asked = {"backend": args.backend, "threads": args.threads, "workers": args.workers, "max_memory": budget,
+             "render": getattr(args, "render", "cpu")}
     try:
         if planning and not _engine(args.model):
             from minescan.engine import load_detector

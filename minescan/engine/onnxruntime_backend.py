@@ -46,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -86,6 +86,10 @@ MAX_WORKERS = DEFAULTS.max_workers  # concurrent calls on the CPU; more cores go
 # demo detector without the arena peaked higher on its 64-tile scene (554 MiB against 494-501) and was no
 # faster; without memory patterns alone it is not measured.  Full table: benchmarks/memory_defaults.md.
 SESSION_MEMORY_SETTINGS: dict[str, object] = {"enable_mem_pattern": False}
+
+
+if TYPE_CHECKING:
+    from minescan.raster.gpu_render import DeviceBatch
 
 
 GPU_PROVIDERS = frozenset({CUDA, TENSORRT})
@@ -348,11 +352,37 @@ class OnnxRuntimeDetector:
         height, width = tiles.shape[1:3]
         results: list[TileDetections] = []
         for chunk in split_batch(tiles, self._max_batch):
-            values = self._run(list(OUTPUT_NAMES), chunk)
-            boxes = values[0]
-            if boxes.shape[0] != len(chunk) or boxes.ndim != 3 or boxes.shape[2] != 4:
-                raise ContractError(
-                    f"{self.path}: detection_boxes came back {list(boxes.shape)} for a batch of {len(chunk)}"
-                )
-            results.extend(BatchDetections.from_outputs(dict(zip(OUTPUT_NAMES, values))).per_tile(height, width, score_threshold))
+            results.extend(self._per_tile(self._run(list(OUTPUT_NAMES), chunk), len(chunk), height, width, score_threshold))
         return results
+
+    def detect_device(self, batch: DeviceBatch, score_threshold: float = 0.0) -> list[TileDetections]:
+        """:meth:`detect` for a batch a render stage left in memory (:mod:`minescan.raster.gpu_render`), bound by its address.
+
+        The batch is the session's input as it lies (no copy; split into the model's batch size by
+        address), the outputs are bound to the same device and read back once per chunk.  On the
+        CUDA provider the stage's stream must have finished (the caller synchronizes it).
+        """
+        if self.task == "classifier":
+            raise ContractError(f"{self.path}: a tile classifier takes host batches (detect), not a device batch")
+        count, height, width, bands = batch.shape
+        check_tiles(np.empty((0, height, width, bands), np.uint8), self.signature)
+        step = self._max_batch or count
+        tile_bytes = height * width * bands
+        results: list[TileDetections] = []
+        for start in range(0, count, step):
+            n = min(step, count - start)
+            binding = self._session.io_binding()
+            binding.bind_input(INPUT_NAME, batch.device_type, batch.device, np.uint8, [n, height, width, bands],
+                               batch.pointer + start * tile_bytes)
+            for name in OUTPUT_NAMES:
+                binding.bind_output(name, batch.device_type, batch.device)
+            self._session.run_with_iobinding(binding)
+            results.extend(self._per_tile(binding.copy_outputs_to_cpu(), n, height, width, score_threshold))
+        return results
+
+    def _per_tile(self, values: list[np.ndarray], count: int, height: int, width: int, score_threshold: float) -> list[TileDetections]:
+        """One chunk's outputs (in :data:`OUTPUT_NAMES` order) as each tile's detections, their shape checked."""
+        boxes = values[0]
+        if boxes.shape[0] != count or boxes.ndim != 3 or boxes.shape[2] != 4:
+            raise ContractError(f"{self.path}: detection_boxes came back {list(boxes.shape)} for a batch of {count}")
+        return BatchDetections.from_outputs(dict(zip(OUTPUT_NAMES, values))).per_tile(height, width, score_threshold)

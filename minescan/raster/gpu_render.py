@@ -52,12 +52,16 @@ def cuda_devices() -> int:
 
 @dataclass(frozen=True)
 class DeviceBatch:
-    """A batch in GPU memory: uint8 [n, size, size, bands] at ``pointer`` on ``device``, ready after ``stream``."""
+    """A rendered batch where a render stage left it: uint8 [n, size, size, bands] at ``pointer``.
+
+    ``device_type`` is ONNX Runtime's name for the memory (``cuda``: a GPU's, on ``device``;
+    ``cpu``: the host's, from :class:`HostRender`).  Valid until the stage's next ``cut``.
+    """
 
     pointer: int
     shape: tuple[int, int, int, int]
     device: int
-    stream: int
+    device_type: str = "cuda"
 
 
 class GpuRender:
@@ -93,8 +97,11 @@ class GpuRender:
         size = tiles[0].width
         rects = np.array([[t.col_off, t.row_off, t.valid_width, t.valid_height] for t in tiles], np.int64)
         self._call(self._stage.cut, rects, size)
-        return DeviceBatch(int(self._stage.batch_pointer), (len(tiles), size, size, self.bands), self.device,
-                           int(self._stage.stream_handle))
+        return DeviceBatch(int(self._stage.batch_pointer), (len(tiles), size, size, self.bands), self.device, "cuda")
+
+    def synchronize(self) -> None:
+        """Wait until the stage's stream has finished (before another stream, e.g. ONNX Runtime's, reads the batch)."""
+        self._call(self._stage.synchronize)
 
     def download(self, batch: DeviceBatch) -> np.ndarray:
         """The batch copied to the host (waits for the stream): for checks and for a CPU model."""
@@ -107,3 +114,46 @@ class GpuRender:
             return fn(*args)
         except RuntimeError as exc:
             raise GpuRenderError(f"GPU render on CUDA device {self.device}: {exc}") from exc
+
+
+class HostRender:
+    """:class:`GpuRender`'s interface on the CPU, through the native CPU kernels: the same rows in, a host batch out.
+
+    It lets the scan's device path (:func:`minescan.scan.stream.run_stream` with a render
+    stage) run and be tested where there is no GPU, with ONNX Runtime binding the batch by its
+    address exactly as it binds a GPU batch (device type ``cpu``).
+    """
+
+    def __init__(self, radiometry: Radiometry, dtype: np.dtype | str, bands: int, device: int = 0) -> None:
+        self.radiometry, self.dtype, self.bands, self.device = radiometry, np.dtype(dtype), bands, device
+        self._rows: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._batch = np.empty(0, np.uint8)
+
+    device_name = "host (CPU kernels)"
+
+    def render_rows(self, data: np.ndarray, nodata: np.ndarray | None, row_off: int) -> None:
+        rgb, _ = self.radiometry.render(data, nodata)
+        mask = np.zeros(data.shape[1:], bool) if nodata is None else np.ascontiguousarray(nodata, dtype=bool)
+        self._rows = (rgb, mask, int(row_off))
+
+    def cut(self, tiles: Sequence[Tile]) -> DeviceBatch:
+        from minescan.raster.strips import CutTile, _Piece  # the CPU cut itself, as the CPU path runs it
+        from rasterio.windows import Window
+
+        assert self._rows is not None, "render_rows first"
+        rgb, mask, top = self._rows
+        piece = _Piece(Window(0, top, rgb.shape[1], rgb.shape[0]), rgb, mask, None)
+        size = tiles[0].width
+        shape = (len(tiles), size, size, self.bands)
+        if self._batch.size < np.prod(shape):
+            self._batch = np.empty(int(np.prod(shape)), np.uint8)
+        batch = self._batch[: int(np.prod(shape))].reshape(shape)
+        for slot, tile in enumerate(tiles):
+            CutTile(tile, (piece,)).cut_into(batch[slot])
+        return DeviceBatch(int(batch.ctypes.data), shape, self.device, "cpu")
+
+    def download(self, batch: DeviceBatch) -> np.ndarray:
+        return self._batch[: int(np.prod(batch.shape))].reshape(batch.shape).copy()
+
+    def synchronize(self) -> None:
+        """Nothing to wait for on the host."""

@@ -208,6 +208,17 @@ class RowEnd:
     next_top: int | None
 
 
+@dataclass(frozen=True)
+class RawRow:
+    """One tile row's full-width decoded rows: ``data`` [B, rows, width] from scene row ``top``, ``nodata`` [rows, width]."""
+
+    end: RowEnd
+    tiles: tuple[Tile, ...]
+    top: int
+    data: np.ndarray
+    nodata: np.ndarray
+
+
 class StripReader:
     """Yields the grid's tiles top to bottom, each tile row followed by a :class:`RowEnd`.
 
@@ -260,7 +271,36 @@ class StripReader:
             return _Piece(window, data, nodata, masked)
         return _Piece(window, data, nodata)
 
-    def __iter__(self) -> Iterator[TileData | RenderedTile | RowEnd]:
+    def __iter__(self) -> Iterator[TileData | CutTile | RowEnd]:
+        bands = len(self.scene.bands)
+        for tiles, buffered, end in self._rows():
+            for tile in tiles:
+                if self.radiometry is None:
+                    yield assemble(tile, buffered, bands, self.scene.dtype)
+                else:
+                    yield CutTile(tile, _overlapping(tile, buffered))
+            yield end
+
+    def raw_rows(self) -> Iterator[RawRow]:
+        """Each tile row's full-width raw rows (the rows its tiles cover, decoded, not rendered), top to bottom.
+
+        For rendering elsewhere (the GPU: :mod:`minescan.raster.gpu_render`); the reader must have
+        no ``radiometry``.  One copy per pixel (native) out of the decoded pieces.
+        """
+        if self.radiometry is not None:
+            raise ValueError("raw_rows hands over decoded rows to render elsewhere: make the reader without a radiometry")
+        bands, width = len(self.scene.bands), self.scene.width
+        for tiles, buffered, end in self._rows():
+            top, height = tiles[0].row_off, tiles[0].valid_height
+            band = Tile(tiles[0].row, 0, 0, top, width, height, width, height, False, False, False, False)
+            covering = _overlapping(band, buffered)
+            data = np.empty((bands, height, width), self.scene.dtype)
+            sources = [(p.data.view(np.uint8), p.box[1], p.box[0]) for p in covering]
+            _cut_into(data.view(np.uint8), band, sources, data.dtype.itemsize, 0)
+            yield RawRow(end, tuple(tiles), top, data, _mask_of(band, covering))
+
+    def _rows(self) -> Iterator[tuple[list[Tile], list[_Piece], RowEnd]]:
+        """Each tile row's tiles, the decoded pieces covering it, and its :class:`RowEnd`."""
         tiles_by_row: dict[int, list[Tile]] = {}
         first, stop = self.rows or (0, self.grid.shape[0])
         for tile in self.grid:
@@ -268,7 +308,7 @@ class StripReader:
                 tiles_by_row.setdefault(tile.row, []).append(tile)
         if not tiles_by_row:
             return
-        height, width, bands = self.scene.height, self.scene.width, len(self.scene.bands)
+        height, width = self.scene.height, self.scene.width
         # Strip height: whole decode blocks and at least 1024 rows; pieces are cut on decode blocks
         # too.  The block a VRT reports (128 px) hides its sources' blocks: Sentinel-2 JP2 bands are
         # coded in 1024 px tiles, decoded again for every strip and piece that cuts one (measured on
@@ -307,13 +347,8 @@ class StripReader:
                         # reader threads would otherwise wait for the cutting (one strip more in memory).
                         while len(ahead) < _AHEAD and submitted_to < bottom:
                             submit_strip()
-                        for tile in tiles:
-                            if self.radiometry is None:
-                                yield assemble(tile, buffered, bands, self.scene.dtype)
-                            else:
-                                yield CutTile(tile, _overlapping(tile, buffered))
                         following = tiles_by_row[rows[index + 1]][0].row_off if index + 1 < len(rows) else None
-                        yield RowEnd(row, len(tiles), following)
+                        yield tiles, buffered, RowEnd(row, len(tiles), following)
                 finally:  # stopped early (an error downstream, Ctrl-C): do not decode what nobody will read
                     for _, futures in ahead:
                         for future in futures:

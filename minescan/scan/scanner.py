@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from minescan.errors import MinescanError
+from minescan.errors import MinescanError, SettingError
 from minescan.model.detections import SceneDetections
 from minescan.raster.grid import Tile
 from minescan.raster.sources.resolve import absolute_input, resolve
@@ -303,7 +303,7 @@ class Scanner:
     """
 
     def __init__(self, model: Any, backend: str = "auto", *, threads: int | None = None, workers: int | None = None,
-                 gate: Any = None, max_memory: int | str | None = None, **defaults: Any) -> None:
+                 gate: Any = None, max_memory: int | str | None = None, render: Any = "cpu", **defaults: Any) -> None:
         from minescan.engine.memory_budget import MemoryBudget
 
         self.defaults = ScanOptions(**_options(defaults))  # bad values fail before the model loads
@@ -336,6 +336,31 @@ class Scanner:
                 self.gate_name = Path(self.gate_path).name if self.gate_path else "gate"
                 self.gate = gate
             check_gate(self.gate, self.gate_name, self.model.task)
+        self.render = render
+        self._render_stage = self._render_stage_factory(render)
+
+    def _render_stage_factory(self, render: Any):
+        """``render``: ``cpu`` (the reader threads render, the default), ``gpu`` (CUDA kernels; the CUDA
+        backend), or a callable ``(radiometry, dtype, bands) -> stage`` (e.g. ``HostRender``, the
+        device path on the CPU).  None for ``cpu``."""
+        if render == "cpu":
+            return None
+        if render != "gpu" and not callable(render):
+            raise SettingError("render", render, "choose cpu or gpu")
+        if self.model.task != "detector" or not hasattr(self.detector, "detect_device"):
+            raise SettingError("render", render, "renders for ONNX Runtime detectors only (tile classifiers and TensorRT "
+                                                 "engines take host batches)")
+        if self.gate is not None:
+            raise SettingError("render", render, "cannot feed a classifier gate, which scores host batches")
+        if render == "gpu":
+            from minescan.raster.gpu_render import GpuRender, cuda_devices
+
+            if self.detector.backend != "onnxruntime-cuda":
+                raise SettingError("render", render, f"needs the CUDA backend (this model runs on {self.detector.backend})")
+            if cuda_devices() == 0:
+                raise SettingError("render", render, "needs minescan's CUDA kernels and a GPU they can see (none here)")
+            return GpuRender
+        return render
 
     @property
     def backend(self) -> str:
@@ -486,7 +511,7 @@ class Scanner:
                 tiles=stats.tiles, skipped=stats.skipped, seconds=stats.seconds, plan=plan,
             )
         stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel,
-                           gate=self._gate(plan))
+                           gate=self._gate(plan), render=self._render_stage)
         return ScanResult(
             scene=plan.scene_name,
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,

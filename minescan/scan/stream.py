@@ -16,6 +16,12 @@ through it.  Its stages are threads joined by bounded queues
    nodata tiles: no detections, their row still ends);
 4. the consumer takes each tile's detections and each finished tile row.
 
+With a render stage (``render``: rendering on the GPU, ``scan --render gpu``) stages 1-3
+change shape: the reader hands over each tile row's raw rows, and one stage
+uploads and renders them, cuts the row's non-empty tiles into the stage's
+batch buffer (device memory) and runs the detector on it where it lies
+(:func:`device_batches`); the consumer is the same.
+
 What happens to the detections is the consumer's business
 (:class:`Consumer`): the stitcher (:class:`~minescan.scan.stitch.Stitcher`)
 settles objects row by row into vector results; a raster (heatmap) consumer
@@ -29,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, Iterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -40,10 +46,14 @@ from minescan.raster.gdal_cache import scan_block_cache, scan_cache_bytes
 from minescan.raster.buffers import Recycler
 from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
-from minescan.raster.strips import CutTile, RenderedTile, RowEnd, StripReader
+from minescan.raster.radiometry import Radiometry
+from minescan.raster.strips import CutTile, RawRow, RenderedTile, RowEnd, StripReader
 from minescan.scan.gate import Gate
 from minescan.scan.pipeline import StageClock, ordered_map, threaded
 from minescan.scan.plan import ScanPlan
+
+if TYPE_CHECKING:
+    from minescan.raster.gpu_render import DeviceBatch
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -138,6 +148,60 @@ def make_batches(items: Iterable[CutTile | RenderedTile | RowEnd], size: int) ->
         yield Batch([], None, rows, [])
 
 
+class RenderStage(Protocol):
+    """Renders raw tile rows and cuts their tiles into a batch somewhere else than the host's numpy arrays.
+
+    :class:`~minescan.raster.gpu_render.GpuRender` (CUDA kernels, the batch in GPU memory) and
+    its CPU twin :class:`~minescan.raster.gpu_render.HostRender`.  One batch buffer: a ``cut``
+    overwrites the previous batch.
+    """
+
+    def render_rows(self, data: np.ndarray, nodata: np.ndarray | None, row_off: int) -> None: ...
+
+    def cut(self, tiles: Sequence[Tile]) -> DeviceBatch: ...
+
+    def synchronize(self) -> None: ...
+
+
+def device_batches(rows: Iterable[RawRow], stage: RenderStage, detector: Detector, size: int, threshold: float,
+                   clock: StageClock) -> Iterator[tuple[Batch, list]]:
+    """Each tile row rendered by ``stage``, its non-empty tiles cut into batches of ``size`` and detected from there.
+
+    Cutting and inference alternate (the stage holds one batch), so this is one stage of the
+    stream; the reader decodes the next rows meanwhile.  A row's end rides with its last batch
+    (an empty one when all its tiles are nodata).  Rendering and cutting are timed as stage
+    ``radiometry``.
+    """
+    detect_device = getattr(detector, "detect_device")
+    for row in rows:
+        kept = [t for t in row.tiles
+                if not row.nodata[:, t.col_off : t.col_off + t.valid_width].all()]  # padding is nodata too
+        if not kept:
+            yield Batch([], None, [row.end]), []
+            continue
+        with clock.time("radiometry", len(row.tiles)):
+            stage.render_rows(row.data, row.nodata if row.nodata.any() else None, row.top)
+        for start in range(0, len(kept), size):
+            chunk = kept[start : start + size]
+            with clock.time("radiometry", 0):
+                batch = stage.cut(chunk)
+                stage.synchronize()  # the inference reads it on another stream
+            with clock.time("inference", len(chunk)):
+                found = detect_device(batch, threshold)
+            yield Batch(chunk, None, [row.end] if start + size >= len(kept) else []), found
+
+
+def timed_rows(rows: Iterable[RawRow], clock: StageClock) -> Iterator[RawRow]:
+    """The reader's raw rows, timing the work of producing each."""
+    items = iter(rows)
+    while True:
+        with clock.time("read"):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
+
+
 def screen(batch: Batch, gate: Gate, clock: StageClock) -> Batch:
     """``batch`` without the tiles ``gate`` keeps from the detector (their rows' ends stay)."""
     if batch.rgb is None:
@@ -223,6 +287,7 @@ def run_stream(
     cancel: threading.Event | None = None,
     gate: Gate | None = None,
     rows: tuple[int, int] | None = None,
+    render: Callable[[Radiometry, str, int], RenderStage] | None = None,
 ) -> StreamStats[R]:
     """Scan the plan's scene through the stream into ``consumer`` (see the module docstring).
 
@@ -232,7 +297,10 @@ def run_stream(
     fresh :class:`~minescan.scan.gate.Gate`, one per scan: it counts) screens
     each batch before the detector; ``rows`` (tile rows ``[start, stop)``)
     scans only that part of the grid (:mod:`minescan.scan.split`), and the
-    counts are the part's.
+    counts are the part's; ``render`` (a detector on the CUDA backend, no gate)
+    makes the render stage for the scene, ``render(radiometry, dtype, bands)``:
+    the reader then hands over raw tile rows, which that stage renders and cuts
+    into batches the detector takes where they lie (:func:`device_batches`).
     """
     clock = clock or StageClock()
     tick = tick or (lambda n: None)
@@ -240,16 +308,24 @@ def run_stream(
     with plan.open_scene() as scene:
         grid = plan.grid
         with scan_block_cache(gdal_cache_bytes(scene)):
-            reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock, rows=rows)
-            reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
-            batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
-            results = threaded(infer(batches, detector, plan.score_threshold, clock, gate), maxsize=2, name="infer")
+            if render is None:
+                reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock, rows=rows)
+                reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
+                batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
+                results = threaded(infer(batches, detector, plan.score_threshold, clock, gate), maxsize=2, name="infer")
+                stages = (results, batches, reads)
+            else:  # raw rows to the render stage, which renders, cuts and hands its batches to the detector
+                reader = StripReader(scene, grid, plan.read_threads, clock=clock, rows=rows)
+                raw = threaded(timed_rows(reader.raw_rows(), clock), maxsize=2, name="read")
+                results = threaded(device_batches(raw, render(plan.radiometry, scene.dtype, len(scene.bands)), detector,
+                                                  plan.batch, plan.score_threshold, clock), maxsize=2, name="infer")
+                stages = (results, raw)
             try:
                 processed = consume(results, consumer, clock, tick, cancel)
             finally:
                 # Stop every stage now, downstream first, also when the consumer raised or the scan was
                 # cancelled (the exception's traceback would keep them alive): a service must not leak threads.
-                for stage in (results, batches, reads):
+                for stage in stages:
                     stage.close()
     with clock.time("stitch", 0):
         result = consumer.finish()
