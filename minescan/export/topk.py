@@ -86,21 +86,7 @@ def bound_dynamic_topk(model: onnx.ModelProto) -> int:
     bound of 3840 or more gives a TopK with a large constant ``K``, for
     :func:`split_large_topk`.
     """
-    graph = model.graph
-    bounds = _Bounds(graph)
-    nodes: list[onnx.NodeProto] = []
-    count = 0
-    for node in graph.node:
-        replacement = _bounded_topk(node, bounds, graph) if node.op_type == "TopK" else None
-        if replacement is None:
-            nodes.append(node)
-        else:
-            nodes.extend(replacement)
-            count += 1
-    if count:
-        del graph.node[:]
-        graph.node.extend(nodes)
-    return count
+    return _replace_topks(model, _bounded_topk)
 
 
 def _bounded_topk(node: onnx.NodeProto, bounds: "_Bounds", graph: onnx.GraphProto) -> list[onnx.NodeProto] | None:
@@ -155,12 +141,17 @@ def split_large_topk(model: onnx.ModelProto) -> int:
     rows of the input).  A TopK that does not qualify is left for
     :func:`~minescan.export.tensorrt_ops.tensorrt_problems` to report.
     """
+    return _replace_topks(model, _split_topk)
+
+
+def _replace_topks(model: onnx.ModelProto, rewrite) -> int:
+    """Each top-level TopK replaced by ``rewrite(node, bounds, graph)``'s nodes (None: kept); how many were."""
     graph = model.graph
     bounds = _Bounds(graph)
     nodes: list[onnx.NodeProto] = []
     count = 0
     for node in graph.node:
-        replacement = _split_topk(node, bounds, graph) if node.op_type == "TopK" else None
+        replacement = rewrite(node, bounds, graph) if node.op_type == "TopK" else None
         if replacement is None:
             nodes.append(node)
         else:

@@ -191,17 +191,6 @@ def device_batches(rows: Iterable[RawRow], stage: RenderStage, detector: Detecto
             yield Batch(chunk, None, [row.end] if start + size >= len(kept) else []), found
 
 
-def timed_rows(rows: Iterable[RawRow], clock: StageClock) -> Iterator[RawRow]:
-    """The reader's raw rows, timing the work of producing each."""
-    items = iter(rows)
-    while True:
-        with clock.time("read"):
-            item = next(items, None)
-        if item is None:
-            return
-        yield item
-
-
 def screen(batch: Batch, gate: Gate, clock: StageClock) -> Batch:
     """``batch`` without the tiles ``gate`` keeps from the detector (their rows' ends stay)."""
     if batch.rgb is None:
@@ -235,8 +224,11 @@ def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock:
     return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
-def timed_reads(reader: Iterable[CutTile | RenderedTile | RowEnd], clock: StageClock) -> Iterator[CutTile | RenderedTile | RowEnd]:
-    """The reader's items, timing the work of producing each tile."""
+T = TypeVar("T")
+
+
+def timed_reads(reader: Iterable[T], clock: StageClock) -> Iterator[T]:
+    """The reader's items (tiles and row ends, or raw rows), timing the work of producing each as stage ``read``."""
     items = iter(reader)
     while True:
         with clock.time("read"):
@@ -316,7 +308,7 @@ def run_stream(
                 stages = (results, batches, reads)
             else:  # raw rows to the render stage, which renders, cuts and hands its batches to the detector
                 reader = StripReader(scene, grid, plan.read_threads, clock=clock, rows=rows)
-                raw = threaded(timed_rows(reader.raw_rows(), clock), maxsize=2, name="read")
+                raw = threaded(timed_reads(reader.raw_rows(), clock), maxsize=2, name="read")
                 results = threaded(device_batches(raw, render(plan.radiometry, scene.dtype, len(scene.bands)), detector,
                                                   plan.batch, plan.score_threshold, clock), maxsize=2, name="infer")
                 stages = (results, raw)
