@@ -70,7 +70,7 @@ class GpuRender:
     def __init__(self, radiometry: Radiometry, dtype: np.dtype | str, bands: int, device: int = 0) -> None:
         dtype = np.dtype(dtype)
         if dtype.itemsize > 2 or dtype.kind not in "iu":
-            raise GpuRenderError(f"the GPU renders 8 or 16 bit integer scenes; this one is {dtype} (it renders on the CPU)")
+            raise GpuRenderError(f"the GPU renders 8 or 16 bit integer scenes; this one is {dtype}: render it on the CPU")
         self.dtype, self.bands, self.device = dtype, bands, device
         try:
             self._stage = _module().Stage(device)
