@@ -95,3 +95,31 @@ def test_the_decode_floor_reads_each_band_once_in_whole_blocks(jp2_bands):
 @pytest.mark.parametrize("readers,cores,expected", [(4, 2, 1), (2, 2, 1), (1, 8, 8), (3, 8, 2)])
 def test_gdal_threads_and_reader_threads_together_fill_the_cores_once(readers, cores, expected):
     assert gdal_threads(readers, cores) == expected
+
+
+@pytest.mark.parametrize("interleave", ["pixel", "band"])
+def test_the_decode_floor_decodes_each_block_of_an_interleaved_geotiff_once(tmp_path, monkeypatch, interleave):
+    """Pixel-interleaved blocks hold every band: the floor reads them with all the chosen bands in one call."""
+    import rasterio
+    from rasterio.io import DatasetReader
+    from rasterio.transform import from_origin
+
+    path = tmp_path / f"{interleave}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=400, count=4, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(0, 0, 10, 10), tiled=True, blockxsize=256, blockysize=256,
+                       interleave=interleave) as out:
+        out.write(np.ones((4, 400, 600), np.uint16))
+    reads = []
+    original = DatasetReader.read
+
+    def spy(self, indexes=None, *args, window=None, **kwargs):
+        reads.append((tuple(indexes) if isinstance(indexes, list) else indexes, (int(window.col_off), int(window.row_off))))
+        return original(self, indexes, *args, window=window, **kwargs)
+
+    monkeypatch.setattr(DatasetReader, "read", spy)
+    decode_floor(str(path), (3, 2, 1), (256, 256), threads=2)
+    blocks = [(int(w.col_off), int(w.row_off)) for w in block_windows(600, 400, (256, 256))]
+    if interleave == "pixel":
+        assert sorted(reads) == sorted(((3, 2, 1), b) for b in blocks)
+    else:
+        assert sorted(reads, key=str) == sorted(((band, b) for band in (3, 2, 1) for b in blocks), key=str)

@@ -37,6 +37,7 @@ from pathlib import PurePath
 from typing import Iterator
 
 import rasterio
+from rasterio.enums import Interleaving
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -120,10 +121,23 @@ class DecodeFloor:
     threads: int
 
 
+def floor_jobs(bands: tuple[int, ...], windows: list[Window], interleaving: Interleaving | None) -> list[tuple[int | list[int], Window]]:
+    """The decode-once floor's reads: (band, block) each, or (all the bands, block) for a pixel-interleaved file.
+
+    A pixel-interleaved file codes every band of a block together: reading it band by band
+    decodes each block once per band (measured on the 10980 px 4-band GeoTIFF, 2-core EPYC,
+    2026-12-04: 4.1-5.0 s for three bands, slower than the scan it bounds; 1.7-2.0 s read together).
+    """
+    if interleaving == Interleaving.pixel:
+        return [(list(bands), window) for window in windows]
+    return [(band, window) for band in bands for window in windows]
+
+
 def decode_floor(dataset: str, bands: tuple[int, ...], block: tuple[int, int], threads: int) -> DecodeFloor:
     """Read each of ``bands`` of ``dataset`` once, whole decode blocks at a time, on ``threads`` threads.
 
-    Every (band, block) is one read on a thread of its own handle, with GDAL's
+    Every (band, block) is one read on a thread of its own handle (every block with all
+    the bands at once where the file is pixel-interleaved), with GDAL's
     own threads at the thread's share of the cores (:func:`gdal_threads`); no
     rendering, no tiles.  Windows of full block rows would be fewer calls but
     give fewer, longer pieces to balance across the threads.
@@ -134,13 +148,13 @@ def decode_floor(dataset: str, bands: tuple[int, ...], block: tuple[int, int], t
 
     with rasterio.open(dataset) as src:
         width, height = src.width, src.height
-    jobs = [(band, window) for band in bands for window in block_windows(width, height, block)]
+        jobs = floor_jobs(bands, block_windows(width, height, block), src.interleaving)
     local = threading.local()
     handles = []
     lock = threading.Lock()
     per_thread = gdal_threads(threads, available_cores())
 
-    def read(job: tuple[int, Window]) -> None:
+    def read(job: tuple[int | list[int], Window]) -> None:
         with decoding_threads(per_thread):
             handle = getattr(local, "handle", None)
             if handle is None:
