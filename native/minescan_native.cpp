@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "render.hpp"
@@ -61,6 +62,16 @@ char kind_of(const nb::dlpack::dtype& t) {
     }
 }
 
+// (numpy kind, itemsize) of data the formula and curve kernels take: 32 or 64 bit integers or floats.
+std::pair<char, int> wide_type(const Input& data, const char* call) {
+    const auto t = data.dtype();
+    const char kind = kind_of(t);
+    const int itemsize = t.bits / 8;
+    if (kind == '?' || (itemsize != 4 && itemsize != 8) || t.lanes != 1)
+        fail(std::string(call) + " takes 32 or 64 bit integers or floats");
+    return {kind, itemsize};
+}
+
 std::int64_t render_table(const Input& data, nb::ndarray<nb::ro, std::uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> tables,
                           std::optional<Mask> nodata, Out out) {
     const minescan::Planes in = planes_of(data, nodata, out);
@@ -81,11 +92,7 @@ std::int64_t render_linear(const Input& data, Doubles low, Doubles factor, std::
     const minescan::Planes in = planes_of(data, nodata, out);
     if (low.shape(0) != static_cast<std::size_t>(in.bands) || factor.shape(0) != static_cast<std::size_t>(in.bands))
         fail("low and factor need one value per band (" + std::to_string(in.bands) + ")");
-    const auto t = data.dtype();
-    const char kind = kind_of(t);
-    const int itemsize = t.bits / 8;
-    if (kind == '?' || (itemsize != 4 && itemsize != 8) || t.lanes != 1)
-        fail("render_linear takes 32 or 64 bit integers or floats");
+    const auto [kind, itemsize] = wide_type(data, "render_linear");
     const std::uint8_t* mask = mask_ptr(nodata);
     std::uint8_t* dst = out.data();
     nb::gil_scoped_release release;
@@ -102,11 +109,7 @@ std::int64_t render_curves(const Input& data, Doubles xs, Doubles ys,
         fail("xs and ys must hold every band's knots, split at offsets");
     for (std::int64_t b = 0; b < in.bands; ++b)
         if (off[b + 1] - off[b] < 1) fail("each band needs at least one knot");
-    const auto t = data.dtype();
-    const char kind = kind_of(t);
-    const int itemsize = t.bits / 8;
-    if (kind == '?' || (itemsize != 4 && itemsize != 8) || t.lanes != 1)
-        fail("render_curves takes 32 or 64 bit integers or floats");
+    const auto [kind, itemsize] = wide_type(data, "render_curves");
     const std::uint8_t* mask = mask_ptr(nodata);
     std::uint8_t* dst = out.data();
     nb::gil_scoped_release release;
