@@ -100,6 +100,15 @@ class Defaults:
     # share of a site, or a site covers at least this share of it; a window a site only grazes is ambiguous.
     window_object_share: float = 0.5
     window_cover: float = 0.25
+    # Quality masks (minescan.quality): a tile whose part inside the scene is at least this share masked
+    # (clouds, shadows, cirrus, snow...) is not scanned: a detector sees too little ground there to be worth a call,
+    # and what it would find there could not be trusted.  The tile's clear remnant (< 10 %) is not searched either;
+    # the quicklook shades it and results carry it as "not scanned" (unobserved), never as "nothing found".
+    skip_masked: float = 0.9
+    # A detection whose box is more than this share masked is flagged (or, with masked="drop", dropped): half
+    # its area under cloud means its box and class rest on what the model half saw.
+    max_masked: float = 0.5
+    masked: str = "flag"  # flag keeps every detection and marks it; drop removes it
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB

@@ -61,6 +61,14 @@ def _bounded(kind, *, zero_allowed: bool):
     return parse
 
 
+def class_ids(value: str) -> tuple[int, ...]:
+    """Class ids like 3,8,9,10 (0 allowed: SCL's no data)."""
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class ids like 3,8,9,10, got {value!r}") from None
+
+
 def int_list(value: str) -> list[int]:
     try:
         numbers = [int(v) for v in value.split(",")]

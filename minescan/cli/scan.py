@@ -12,14 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from minescan.cli.options import add_max_memory, max_memory, nonnegative, percentiles, positive, recipe_options
+from minescan.cli.options import add_max_memory, class_ids, max_memory, nonnegative, percentiles, positive, recipe_options
 from minescan.defaults import DEFAULTS
 from minescan.engine.backends import BACKENDS  # plain Python: no ONNX Runtime until a model loads
 from minescan.errors import MinescanError
 
 
 
-HEATMAP_SUFFIXES = (".tif", ".tiff")  # a classifier's heatmap is a Cloud Optimized GeoTIFF
+HEATMAP_SUFFIXES = (".tif", ".tiff")
+CONTEXT_OPTIONS = ("mask", "mask_classes", "skip_masked", "max_masked", "masked", "concessions", "concession_field")  # a classifier's heatmap is a Cloud Optimized GeoTIFF
 
 
 class UsageError(MinescanError):
@@ -73,6 +74,27 @@ def add_scan_options(p: argparse.ArgumentParser) -> None:
                    help="flag a scene as unreliable when its rendered input lies further than S (training standard "
                    f"deviations) from the model's training input (default {DEFAULTS.shift_threshold:g}; needs the model's "
                    "input statistics)")
+    q = p.add_argument_group("clouds and quality (masks)")
+    q.add_argument("--mask", metavar="FILE|scl|none",
+                   help="what masks the scene: a raster (any CRS and resolution; 0 = clear, anything else, its nodata and "
+                   "what it does not cover = masked), scl (the L2A product's scene classification layer), or none "
+                   "(default: the product's SCL when it has one, else none)")
+    q.add_argument("--mask-classes", type=class_ids, metavar="IDS",
+                   help="SCL classes masked, e.g. 3,8,9,10 (default 0,1,3,8,9,10,11: no data, saturated, cloud shadow, "
+                   "medium and high probability cloud, thin cirrus, snow)")
+    q.add_argument("--skip-masked", type=float, metavar="SHARE",
+                   help=f"do not scan tiles at least this share masked (default {DEFAULTS.skip_masked:g})")
+    q.add_argument("--max-masked", type=float, metavar="SHARE",
+                   help=f"a detection more than this share masked is flagged or dropped (default {DEFAULTS.max_masked:g})")
+    q.add_argument("--masked", choices=("flag", "drop"),
+                   help=f"what happens to detections over --max-masked: flag (kept, flagged=1) or drop (default {DEFAULTS.masked})")
+    k = p.add_argument_group("concessions (licensed areas)")
+    k.add_argument("--concessions", metavar="FILE",
+                   help="concession polygons (GeoPackage, GeoJSON, Shapefile; any CRS): each detection gets the concession "
+                   "holding most of it and the share of its area inside any concession")
+    k.add_argument("--concession-field", metavar="NAME",
+                   help="the field naming a concession (default: the first of id, licence_id, license_id, name, concession; "
+                   "else the feature id)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -193,6 +215,7 @@ def scan_options(args: argparse.Namespace):
         class_agnostic=args.class_agnostic, drop_parts=args.drop_parts, read_threads=args.read_threads,
         product_offset=args.boa_offset, labels=parse_labels(args.labels) if args.labels else None,
         shift_threshold=args.shift_threshold, stride=args.stride, gate_threshold=args.gate_threshold,
+        **{name: getattr(args, name, None) for name in CONTEXT_OPTIONS},  # bench has none of these: its defaults
     )
 
 

@@ -38,6 +38,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -49,6 +50,9 @@ from rasterio.windows import Window
 from minescan.errors import MinescanError
 from minescan.raster.grid import Tile
 from minescan.raster.radiometry import renderable
+
+Exclude = Callable[[Window, "tuple[int, ...]"], np.ndarray]
+"""Pixels of a window read into a shape (rows, cols) to leave out of scene statistics (True = leave out)."""
 
 _DESCRIPTION_BANDS = {"red": r"B0?4", "green": r"B0?3", "blue": r"B0?2"}
 # GDAL names that are not local files: virtual file systems, URLs, DRIVER:... subdatasets.
@@ -349,10 +353,11 @@ class Scene:
         data, nodata = self.read_window(Window(tile.col_off, tile.row_off, tile.valid_width, tile.valid_height))
         return pad_tile(tile, data, nodata)
 
-    def overview(self, max_size: int = 1024) -> TileData:
+    def overview(self, max_size: int = 1024, *, exclude: Exclude | None = None) -> TileData:
         """The whole scene decimated to at most ``max_size`` px a side, for scene-wide statistics.
 
-        rasterio serves it from overviews when the file has them.
+        rasterio serves it from overviews when the file has them.  ``exclude(window, shape)``, when given, marks
+        pixels to leave out of the statistics (a quality mask's clouds) as nodata too.
         """
         factor = max(1, -(-max(self.width, self.height) // max_size))
         shape = (len(self.bands), max(1, self.height // factor), max(1, self.width // factor))
@@ -362,10 +367,12 @@ class Scene:
             nodata = self._nodata_mask(data, window, self._src, out_shape=shape[1:])
         except RasterioError as exc:
             raise SceneError(f"{self.dataset}: read failed: {gdal_reason(exc)}") from exc
+        if exclude is not None:
+            nodata = nodata | exclude(window, shape[1:])
         whole = Tile(0, 0, 0, 0, self.width, self.height, self.width, self.height, False, False, False, False)
         return TileData(whole, data, nodata)
 
-    def statistics_sample(self, *, windows: int = 64, window_size: int = 256) -> TileData:
+    def statistics_sample(self, *, windows: int = 64, window_size: int = 256, exclude: Exclude | None = None) -> TileData:
         """Scene-wide statistics input, read without decoding the whole scene: ``data`` [B, h, w], ``nodata`` [h, w].
 
         From the file's overviews (JPEG 2000 resolution levels, GeoTIFF
@@ -375,11 +382,12 @@ class Scene:
         grid, each window aligned to the file's blocks where they are square),
         laid side by side.  Every normalisation, ``--stretch`` and the
         domain-shift guard read scene statistics through here, once per scene.
+        ``exclude(window, shape)`` marks pixels to leave out (clouds under a quality mask) as nodata.
         """
         budget = windows * window_size * window_size
         has_overviews = bool(self._src.overviews(self.bands[0]))
         if has_overviews or self.width * self.height <= 4 * budget:
-            return self.overview()
+            return self.overview(exclude=exclude)
         per_side = max(1, int(math.isqrt(windows)))
         block_h, block_w = self._src.block_shapes[self.bands[0] - 1]
         size = min(window_size, self.width, self.height)
@@ -401,6 +409,8 @@ class Scene:
                     mask = self._nodata_mask(data, window, self._src)
                 except RasterioError as exc:
                     raise SceneError(f"{self.dataset}: read failed: {gdal_reason(exc)}") from exc
+                if exclude is not None:
+                    mask = mask | exclude(window, mask.shape)
                 parts.append(data)
                 masks.append(mask)
         data, nodata = np.concatenate(parts, axis=2), np.concatenate(masks, axis=1)

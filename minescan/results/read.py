@@ -67,7 +67,7 @@ def _read(path: Path) -> tuple[dict, np.ndarray, list[np.ndarray]]:
     if path.suffix.lower() == ".parquet":
         return _read_geoparquet(path)
     try:
-        meta, _, geometry, fields = pyogrio.raw.read(str(path))
+        meta, _, geometry, fields = pyogrio.raw.read(str(path), layer=0)  # the first: a result's detections
     except Exception as exc:  # pyogrio raises its own DataSourceError and friends
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResultFileError(f"{path}: not a readable vector file ({message})") from exc
@@ -110,7 +110,7 @@ def scan_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         elif path.suffix.lower() in (".geojson", ".json"):
             raw = json.loads(path.read_text()).get(METADATA_KEY)
         else:
-            raw = (pyogrio.read_info(str(path)).get("layer_metadata") or {}).get(METADATA_KEY)
+            raw = (pyogrio.read_info(str(path), layer=0).get("layer_metadata") or {}).get(METADATA_KEY)
         if isinstance(raw, (str, bytes)):
             raw = json.loads(raw)
     except (OSError, ValueError, AttributeError):

@@ -47,7 +47,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyogrio.raw
@@ -62,6 +62,16 @@ from minescan.results.georef import box_polygons, to_wgs84
 
 FIELDS = ("class_id", "class_label", "score", "scene", "col_min", "row_min", "col_max", "row_max")
 """The fields of every result feature, in order."""
+
+CONTEXT_FIELDS = ("masked", "flagged", "concession", "inside")
+"""The fields a scan adds after those (:mod:`minescan.scan.assess`): the masked share of the box (NaN: no mask), 1 when
+that share is over the plan's maximum, the concession holding most of the box (null: none) and the share of the box
+inside any concession (NaN: no concession layer)."""
+
+UNOBSERVED_LAYER = "unobserved"
+"""The layer of areas a scan could not see (field ``reason``: masked, nodata, not scanned): the second layer of a
+GeoPackage result (written with it in one atomic rename; the detections stay the first layer, the one readers open by
+default), beside any other format as ``<stem>.unobserved.gpkg``."""
 
 METADATA_KEY = "minescan"
 """The key of the scan's metadata in a result file (layer metadata item, GeoJSON foreign member, Parquet schema metadata)."""
@@ -235,11 +245,14 @@ def write_detections(
     labels: Mapping[int, str],
     scene: str,
     metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+    unobserved: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write ``detections`` (scene pixels) to ``path`` as georeferenced polygons; return the path.
 
-    On any failure ``path`` (and a shapefile's sidecars) keeps its old content
-    and no temporary file is left; the error is one line naming ``path``.
+    ``extra``: more fields after :data:`FIELDS` (a scan's :data:`CONTEXT_FIELDS`); ``unobserved``: polygons (scene
+    CRS) and their reasons, written as the :data:`UNOBSERVED_LAYER`.  On any failure ``path`` (and a shapefile's
+    sidecars) keeps its old content and no temporary file is left; the error is one line naming ``path``.
     """
     boxes = detections.boxes.reshape(-1, 4)
     values = [
@@ -249,16 +262,33 @@ def write_detections(
         np.array([scene] * len(detections), dtype=object),
         *(boxes[:, i].astype(np.float64) for i in range(4)),
     ]
-    return write_features(path, box_polygons(detections.boxes, transform), crs, dict(zip(FIELDS, values)),
-                          layer=Path(scene).stem or "detections", metadata=metadata)
+    fields = dict(zip(FIELDS, values)) | dict(extra or {})
+    layers = [] if unobserved is None else [(UNOBSERVED_LAYER, unobserved[0], {"reason": np.asarray(unobserved[1], dtype=object)})]
+    inside = result_writer(path).driver == "GPKG"
+    if not inside:  # the areas first: a result is never newer than the areas beside it (a comparison reads both)
+        if layers:
+            write_features(unobserved_path(path), layers[0][1], crs, layers[0][2], layer=UNOBSERVED_LAYER)
+        else:
+            unobserved_path(path).unlink(missing_ok=True)  # an earlier scan's areas would not be this one's
+    return write_features(path, box_polygons(detections.boxes, transform), crs, fields,
+                          layer=Path(scene).stem or "detections", metadata=metadata, extra_layers=layers if inside else ())
+
+
+def unobserved_path(path: str | os.PathLike[str]) -> Path:
+    """Where a result that is not a GeoPackage keeps its unobserved areas: ``<stem>.unobserved.gpkg`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{UNOBSERVED_LAYER}.gpkg")
 
 
 def write_features(path: str | os.PathLike[str], polygons: np.ndarray, crs: CRS | str, fields: Mapping[str, np.ndarray], *,
-                   layer: str, metadata: Mapping[str, Any] | None = None) -> Path:
+                   layer: str, metadata: Mapping[str, Any] | None = None,
+                   extra_layers: Sequence[tuple[str, np.ndarray, Mapping[str, np.ndarray]]] = ()) -> Path:
     """Write ``polygons`` (shapely, in ``crs``) with ``fields`` to ``path`` in the format its extension names, atomically.
 
-    What every result layer goes through (detections, heatmap regions): the format table, WGS84 for GeoJSON,
+    What every result layer goes through (detections, heatmap regions, changes): the format table, WGS84 for GeoJSON,
     the atomic writer; on failure ``path`` keeps its old content and the error is one line naming it.
+    ``extra_layers`` (name, polygons, fields), in ``crs`` too, go into the same file (a GeoPackage) before it is
+    renamed into place.
     """
     path = Path(path)
     writer = result_writer(path)
@@ -271,6 +301,9 @@ def write_features(path: str | os.PathLike[str], polygons: np.ndarray, crs: CRS 
     try:
         with atomic_path(path, sidecars=writer.sidecars) as temporary:
             writer.write(temporary, features)
+            for name, more, more_fields in extra_layers:
+                more = to_wgs84(more, crs) if writer.wgs84 else more
+                writer.write(temporary, Features(more, out_crs, dict(more_fields), name))
     except MinescanError:
         raise
     except Exception as exc:  # pyogrio and pyarrow raise their own error types

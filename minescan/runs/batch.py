@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from minescan.errors import MinescanError
 from minescan.runs.fingerprint import file_digest, fingerprint
 from minescan.runs.journal import DONE, Journal, Outcome
@@ -125,8 +127,20 @@ def write_outcome(ctx: RunContext, plan: ScanPlan, result: ScanResult | HeatmapR
     if warning:
         print(f"minescan: warning: {warning}", file=sys.stderr, flush=True)
     classes = {} if heatmap else _classes(result.detections, result.labels)
+    context = {} if heatmap else scene_context(result)
     return Outcome(str(path), str(quicklook) if size else None, result.tiles, result.skipped, classes, result.seconds,
-                   result.input_shift, plan.shift_threshold, getattr(result, "gated", 0))
+                   result.input_shift, plan.shift_threshold, getattr(result, "gated", 0), **context)
+
+
+def scene_context(result: ScanResult) -> dict[str, Any]:
+    """The Outcome's context fields of a detector's result: date, clear share, masked tiles, flags, outside concessions."""
+    a = result.assessment
+    outside = None
+    if a.inside is not None:
+        labels = np.array(result.class_labels, dtype=object)
+        outside = dict(Counter(labels[a.inside <= 0].tolist()))
+    return {"date": result.date, "clear_share": a.clear_share, "masked_tiles": a.masked_tiles,
+            "masked_flagged": int(result.flagged.sum()), "outside": outside}
 
 
 def failure(ctx: RunContext, exc: BaseException) -> str:

@@ -67,6 +67,18 @@ class Outcome:
     input_shift: float | None = None  # the domain-shift guard's score (None: the model records no input statistics)
     shift_threshold: float | None = None
     gated: int = 0  # tiles the classifier gate kept from the detector (minescan.scan.gate)
+    # The scan's context (minescan.scan.assess), one JSON column in the journal: the sensing date, the clear share
+    # under the quality mask (None: no mask), tiles the mask kept from the detector, detections flagged as masked,
+    # and detections outside every concession per class (None: no concession layer).
+    date: str | None = None
+    clear_share: float | None = None
+    masked_tiles: int = 0
+    masked_flagged: int = 0
+    outside: dict[str, int] | None = None
+
+    def context(self) -> str:
+        return json.dumps({"date": self.date, "clear_share": self.clear_share, "masked_tiles": self.masked_tiles,
+                           "masked_flagged": self.masked_flagged, "outside": self.outside})
 
     @property
     def flagged(self) -> bool:
@@ -102,6 +114,8 @@ class Journal:
             for column in _ADDED_COLUMNS:  # journals of earlier minescan versions lack them
                 if column not in have:
                     self._db.execute(f"ALTER TABLE scenes ADD COLUMN {column} REAL")
+            if "context" not in have:
+                self._db.execute("ALTER TABLE scenes ADD COLUMN context TEXT")
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open the run journal ({exc})") from exc
 
@@ -124,15 +138,15 @@ class Journal:
         """The row for input ``key``, or None."""
         row = self._db.execute(
             "SELECT input, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, "
-            "seconds, error, updated, input_shift, shift_threshold, gated FROM scenes WHERE input = ?",
+            "seconds, error, updated, input_shift, shift_threshold, gated, context FROM scenes WHERE input = ?",
             (key,),
         ).fetchone()
         if row is None:
             return None
         (key, product_id, fingerprint, state, attempts, result, quicklook, tiles, skipped, detections, seconds, error, updated,
-         shift, threshold, gated) = row
+         shift, threshold, gated, context) = row
         outcome = (Outcome(result, quicklook, tiles, skipped, json.loads(detections), seconds, shift, threshold,
-                           int(gated or 0))
+                           int(gated or 0), **(json.loads(context) if context else {}))
                    if state == DONE else None)
         return Entry(key, product_id, fingerprint, state, attempts, outcome, error, updated)
 
@@ -150,9 +164,10 @@ class Journal:
         """Mark ``key`` done; call only once its files are in place."""
         self._write(
             "UPDATE scenes SET state = 'done', result = ?, quicklook = ?, tiles = ?, skipped = ?, detections = ?, "
-            "seconds = ?, input_shift = ?, shift_threshold = ?, gated = ?, updated = ? WHERE input = ?",
+            "seconds = ?, input_shift = ?, shift_threshold = ?, gated = ?, context = ?, updated = ? WHERE input = ?",
             (outcome.result, outcome.quicklook, outcome.tiles, outcome.skipped, json.dumps(outcome.detections),
-             outcome.seconds, outcome.input_shift, outcome.shift_threshold, outcome.gated, time.time(), key),
+             outcome.seconds, outcome.input_shift, outcome.shift_threshold, outcome.gated, outcome.context(), time.time(),
+             key),
         )
 
     def fail(self, key: str, product_id: str, fingerprint: str, reason: str) -> None:

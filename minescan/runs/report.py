@@ -63,6 +63,22 @@ class RunSummary:
         return dict(sorted(total.items()))
 
     @property
+    def outside(self) -> dict[str, int] | None:
+        """Detections outside every concession per class, over the done scenes joined with concessions (None: none was)."""
+        joined = [s.outcome.outside for s in self.scenes if s.outcome and s.outcome.outside is not None]
+        if not joined:
+            return None
+        total: Counter[str] = Counter()
+        for counts in joined:
+            total.update(counts)
+        return dict(sorted(total.items()))
+
+    @property
+    def flagged_detections(self) -> int:
+        """Detections flagged as mostly masked (clouds...), over the done scenes."""
+        return sum(s.outcome.masked_flagged for s in self.scenes if s.outcome)
+
+    @property
     def tiles(self) -> int:
         return sum(s.outcome.tiles for s in self.scenes if s.outcome)
 
@@ -89,6 +105,8 @@ class RunSummary:
                 "tiles": self.tiles,
                 "gated": self.gated,
                 "detections": self.detections,
+                "outside_concessions": self.outside,
+                "flagged_detections": self.flagged_detections,
                 "seconds": round(self.seconds, 3),
             },
             "scenes": [asdict(s) for s in self.scenes],
@@ -111,19 +129,26 @@ def to_markdown(summary: RunSummary) -> str:
         f"{summary.count('pending')} pending, {summary.flagged} flagged as unreliable; {summary.tiles} tiles"
         f"{f' ({summary.gated} gated off by the classifier gate)' if summary.gated else ''}, detections: {_classes(summary.detections)}; "
         f"{summary.seconds:.1f} s scanning.",
+        *([""] + [f"Outside every concession: {_classes(summary.outside)}."] if summary.outside is not None else []),
+        *([""] + [f"{summary.flagged_detections} detection(s) flagged as mostly under clouds (masked): not to be trusted."]
+          if summary.flagged_detections else []),
         "",
-        "| scene | status | tiles | detections | input shift | seconds | result |",
-        "|---|---|---|---|---|---|---|",
+        "| scene | date | status | tiles | clear | detections | outside concessions | input shift | seconds | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary.scenes:
         status = s.status + (" (earlier run)" if s.resumed else "") + (f" (retried {s.retried}x: worker lost)" if s.retried else "")
         if s.outcome:
             o = s.outcome
             shift = "-" if o.input_shift is None else f"{o.input_shift:.2f}" + (" **FLAGGED: unreliable**" if o.flagged else "")
-            lines.append(f"| {s.product_id} | {status} | {o.tiles} | {_classes(o.detections)} | {shift} | {o.seconds:.1f} "
+            clear = "-" if o.clear_share is None else f"{o.clear_share:.0%}" + (f" ({o.masked_tiles} tiles not scanned)"
+                                                                                if o.masked_tiles else "")
+            outside = "-" if o.outside is None else _classes(o.outside)
+            lines.append(f"| {s.product_id} | {o.date or '-'} | {status} | {o.tiles} | {clear} | {_classes(o.detections)}"
+                         f"{f' ({o.masked_flagged} flagged: masked)' if o.masked_flagged else ''} | {outside} | {shift} | {o.seconds:.1f} "
                          f"| {Path(o.result).name} |")
         else:
-            lines.append(f"| {s.product_id} | {status} | | | | | |")
+            lines.append(f"| {s.product_id} | | {status} | | | | | | | |")
     failed = [s for s in summary.scenes if s.status == "failed"]
     if failed:
         lines += ["", "## Failed", ""] + [f"- {s.product_id}: {s.error}" for s in failed]

@@ -56,6 +56,7 @@ from minescan.raster.radiometry import (
 )
 from minescan.raster.scene import Scene
 from minescan.raster.sources.source import Source
+from minescan.quality.settings import QualityPlan
 from minescan.scan.gate import GatePlan
 from minescan.scan.stitch import StitchSettings
 
@@ -107,6 +108,15 @@ class ScanOptions:
     shift_threshold: float | None = None
     stride: int | None = None  # classifiers: px between windows (default half the window)
     gate_threshold: float | None = None  # with a gate: tiles scoring below this skip the detector
+    # Quality mask (minescan.quality.settings): None = the product's SCL when it has one; "scl", "none" or a raster path.
+    mask: str | None = None
+    mask_classes: tuple[int, ...] | None = None  # SCL classes masked (default minescan.quality.scl.DEFAULT_MASKED)
+    skip_masked: float | None = None  # tiles at least this share masked are not scanned
+    max_masked: float | None = None  # detections more than this share masked are flagged or dropped
+    masked: str | None = None  # "flag" or "drop"
+    # Concession boundaries (minescan.context.concessions): each detection gets the one it lies in and the share inside.
+    concessions: str | None = None
+    concession_field: str | None = None
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -136,6 +146,23 @@ class ScanOptions:
                "must be in [0, 1]")
         _check("read_threads", self.read_threads, isinstance(self.read_threads, int) and self.read_threads >= 1,
                "must be at least 1")
+        if self.mask is not None:
+            object.__setattr__(self, "mask", str(self.mask))
+            _check("mask", self.mask, bool(self.mask.strip()), "give scl, none or a mask raster")
+        if self.mask_classes is not None:
+            from minescan.quality.scl import check_classes
+
+            object.__setattr__(self, "mask_classes", check_classes(self.mask_classes))
+            _check("mask_classes", self.mask_classes, bool(self.mask_classes), "give at least one SCL class")
+            _check("mask_classes", ",".join(map(str, self.mask_classes)), self.mask != "none", "select classes of a mask, "
+                   "but the mask is off (none)")
+        _check("skip_masked", self.skip_masked, _finite(self.skip_masked) and 0 < self.skip_masked <= 1, "must be in (0, 1]")
+        _check("max_masked", self.max_masked, _finite(self.max_masked) and 0 <= self.max_masked <= 1, "must be in [0, 1]")
+        _check("masked", self.masked, self.masked in ("flag", "drop"), "choose flag or drop")
+        if self.concessions is not None:
+            object.__setattr__(self, "concessions", str(self.concessions))
+        _check("concession_field", self.concession_field, self.concessions is not None,
+               "names a field of the concessions layer, but no concessions are given")
 
     def merged(self, **changes: Any) -> "ScanOptions":
         """These options with ``changes`` (None values ignored), checked again."""
@@ -216,6 +243,13 @@ class ScanPlan:
     input_shift: float | None = None
     shift_threshold: float = DEFAULTS.shift_threshold
     gate: GatePlan | None = None  # the classifier gate (minescan.scan.gate); None: every tile is detected
+    quality: QualityPlan | None = None  # the quality mask and the tiles it keeps from the detector; None: no mask
+    concessions: Any = None  # a minescan.scan.assess.ConcessionSource: the layer each detection is joined with
+
+    @property
+    def skip(self) -> frozenset[tuple[int, int]]:
+        """The (row, col) of tiles the quality mask keeps from the detector (not scanned)."""
+        return self.quality.skip if self.quality is not None else frozenset()
 
     @property
     def shifted(self) -> bool:
@@ -259,7 +293,9 @@ class ScanPlan:
             "stitch": [self.stitch.iou_threshold, self.stitch.containment, self.stitch.edge_tolerance,
                        self.stitch.class_agnostic, self.stitch.drop_parts],
             "labels": {str(k): v for k, v in sorted(self.labels.items())},
-        } | ({"gate": [self.gate.name, self.gate.threshold, self.gate.window, self.gate.stride]} if self.gate else {})
+        } | ({"gate": [self.gate.name, self.gate.threshold, self.gate.window, self.gate.stride]} if self.gate else {}) \
+          | ({"quality": self.quality.settings()} if self.quality else {}) \
+          | ({"concessions": self.concessions.settings()} if self.concessions else {})
 
     def explain(self) -> str:
         """The plan as readable lines, each value with where it came from (``minescan scan --dry-run``)."""
@@ -293,6 +329,8 @@ class ScanPlan:
                           f"{'class-agnostic' if self.stitch.class_agnostic else 'per class'}, drop parts {parts} {at('drop_parts')}"),
             ("labels", f"{labels} {at('labels')}"),
             ("input shift", self.shift_note()),
+            ("quality", self.quality.describe() if self.quality else f"no mask: {o.get('mask', 'none')}"),
+            *([("concessions", self.concessions.describe())] if self.concessions else []),
         ]
         if self.output:
             lines.append(("output", self.output))
@@ -338,12 +376,20 @@ def _nodata_tiles(scene: Scene, grid: TileGrid) -> int | None:
 class _Sample:
     """The scene's statistics sample, read at most once per plan (:meth:`Scene.statistics_sample`)."""
 
-    def __init__(self, scene: Scene) -> None:
-        self._scene, self._data = scene, None
+    def __init__(self, scene: Scene, mask: Any = None) -> None:
+        self._scene, self._data, self._mask = scene, None, mask
 
     def __call__(self) -> Any:
         if self._data is None:
-            self._data = self._scene.statistics_sample()
+            exclude = None
+            if self._mask is not None:  # clouds would set the stretch and the guard's statistics: leave them out
+                from minescan.quality.mask import window_mask
+
+                mask = self._mask
+
+                def exclude(window, shape):
+                    return window_mask(mask, window.col_off, window.row_off, window.width, window.height, tuple(shape))
+            self._data = self._scene.statistics_sample(exclude=exclude)
         return self._data
 
 
@@ -412,7 +458,12 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             origins["bands"] = RASTER
         if nodata is None:
             origins["nodata"] = RASTER
-        statistics = _Sample(scene)
+        mask = None
+        if source.georeferenced:
+            from minescan.quality.settings import load_mask
+
+            mask, origins["mask"] = load_mask(options.mask, source.scl, options.mask_classes, scene)
+        statistics = _Sample(scene, mask)
         radiometry, rendering = _radiometry(scene, options, source, meta.recipe, origins, statistics)
         if model.fixed_size is not None:
             if options.tile not in (None, model.fixed_size):
@@ -430,13 +481,21 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
             if overlap > tile // 2:  # the stitcher's rule: a neighbour reaches at most half a tile past an edge
                 raise TileGridError(f"overlap {overlap} px must be between 0 and half the tile size ({tile // 2} px)")
         grid = TileGrid(scene.width, scene.height, tile, overlap)
+        quality = None
+        if mask is not None:
+            from minescan.quality.settings import plan_quality
+
+            skip_masked, origins["skip_masked"] = _pick((OPTION, options.skip_masked), (DEFAULT, DEFAULTS.skip_masked))
+            max_masked, origins["max_masked"] = _pick((OPTION, options.max_masked), (DEFAULT, DEFAULTS.max_masked))
+            action, origins["masked"] = _pick((OPTION, options.masked), (DEFAULT, DEFAULTS.masked))
+            quality = plan_quality(mask, origins["mask"], grid, float(skip_masked), float(max_masked), action)
         shift = None
         if meta.input_statistics is not None:
             shift = input_shift(radiometry, meta.input_statistics, statistics())
         plan_values = dict(
             width=scene.width, height=scene.height, dtype=scene.dtype, crs=scene.crs, transform=scene.transform,
             bands=tuple(scene.bands), band_names=scene.band_descriptions, nodata=scene.nodata,
-            nodata_tiles=_nodata_tiles(scene, grid) if count_nodata_tiles else None,
+            nodata_tiles=_nodata_tiles(scene, grid) if count_nodata_tiles else None, quality=quality,
         )
     batch, origins["batch"] = _pick((OPTION, options.batch), (DEFAULT, DEFAULTS.batch))
     threshold, origins["score_threshold"] = _pick((OPTION, options.score_threshold), (DEFAULT, DEFAULTS.score_threshold))
@@ -447,11 +506,16 @@ def plan_scan(source: Source, options: ScanOptions, model: ModelFacts, *, output
                                                  (f"{DEFAULT}: two per core", DEFAULTS.read_threads()))
     labels, origins["labels"] = _pick((OPTION, options.labels), (MODEL, dict(meta.labels) or None))
     shift_threshold, origins["shift_threshold"] = _pick((OPTION, options.shift_threshold), (DEFAULT, DEFAULTS.shift_threshold))
+    concessions = None
+    if options.concessions is not None:
+        from minescan.scan.assess import concession_source
+
+        concessions = concession_source(options.concessions, options.concession_field)
     stitch = StitchSettings(iou_threshold=float(iou), containment=DEFAULTS.containment, edge_tolerance=DEFAULTS.edge_tolerance,
                             class_agnostic=options.class_agnostic, drop_parts=float(drop_parts))
     return ScanPlan(
         source=source, radiometry=radiometry, rendering=rendering, tile=tile, overlap=overlap, tiles=len(grid),
         grid_shape=grid.shape, batch=batch, score_threshold=float(threshold), stitch=stitch, read_threads=read_threads,
         model=model, labels=dict(labels or {}), origins=origins, output=output, input_shift=shift,
-        shift_threshold=float(shift_threshold), **plan_values,
+        shift_threshold=float(shift_threshold), concessions=concessions, **plan_values,
     )

@@ -39,6 +39,7 @@ from minescan.raster.grid import Tile
 from minescan.raster.sources.resolve import absolute_input, resolve
 from minescan.raster.sources.source import Source
 from minescan.scan.pipeline import StageClock
+from minescan.scan.assess import Assessment, assess, sensing_date, unobserved
 from minescan.scan.plan import ModelFacts, ScanOptions, ScanPlan, plan_scan
 from minescan.scan.stitch import Stitcher
 from minescan.scan.stream import run_stream
@@ -96,6 +97,38 @@ class ScanResult(SceneOutcome):
     detections: SceneDetections = field(default_factory=SceneDetections.empty)
     gated: int = 0  # tiles the classifier gate kept from the detector (plan.gate; not in ``skipped``)
     gated_tiles: tuple[Tile, ...] = ()  # which (grid order); the quicklook dims them
+    # Each detection's masked share, flag, concession and share inside one; what the scan could not see
+    # (minescan.scan.assess).
+    assessment: Assessment = field(default_factory=Assessment)
+
+    @property
+    def date(self) -> str | None:
+        """The scene's sensing date (``YYYY-MM-DD``) from its product id; None when the name carries none."""
+        return sensing_date(self.plan.source.product_id if self.plan.source.kind != "raster" else self.scene)
+
+    @property
+    def masked_tiles(self) -> int:
+        """Tiles the quality mask kept from the detector (at least ``skip_masked`` masked; not in ``skipped``)."""
+        return self.assessment.masked_tiles
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """bool per detection: its box is more than ``max_masked`` under the quality mask (not to be trusted)."""
+        return self.assessment.columns(len(self.detections))["flagged"].astype(bool)
+
+    def unobserved(self) -> tuple[np.ndarray, np.ndarray]:
+        """Polygons (scene CRS) of what the scan could not see and their reasons (:func:`~minescan.scan.assess.unobserved`)."""
+        return unobserved(self)
+
+    def quality_note(self) -> str:
+        """``clear 82 %, 3 tiles masked (not scanned), 2 detections flagged`` ('' without a mask)."""
+        quality = self.plan.quality
+        if quality is None:
+            return ""
+        a = self.assessment
+        told = f"{a.dropped} detection(s) dropped" if quality.action == "drop" else f"{int(self.flagged.sum())} detection(s) flagged"
+        return (f"clear {a.clear_share:.0%}, {a.masked_tiles} tile(s) masked (not scanned), {told} "
+                f"(over {quality.max_masked:.0%} masked)")
 
     def write_quicklook(self, path: str | os.PathLike[str], *, max_size: int | None = None) -> Path:
         """A PNG of the scene with the detections outlined and the tiles the gate kept from the detector dimmed
@@ -113,11 +146,35 @@ class ScanResult(SceneOutcome):
         """One line for a flagged scene (None when it is not flagged)."""
         return self._flagged(f"{len(self.detections)} detection(s) are")
 
-    def metadata(self) -> dict[str, Any]:
-        """What the result file records about the scan besides the features (the guard's verdict)."""
-        return {"scene": self.scene, "model": self.plan.model.name, "input_shift": self.input_shift,
+    def metadata(self, *, wgs84: bool = False) -> dict[str, Any]:
+        """What the result file records about the scan besides the features: the guard's verdict, the sensing date,
+        the scene's footprint (WKT, in the file's CRS: WGS84 for ``wgs84``), the quality mask's summary, the concessions."""
+        quality = self.plan.quality
+        a = self.assessment
+        meta = {"scene": self.scene, "model": self.plan.model.name, "input_shift": self.input_shift,
                 "shift_threshold": self.plan.shift_threshold, "reliable": self.reliable,
-                "detections": len(self.detections)} | ({"gate": self.gate_metadata()} if self.plan.gate else {})
+                "detections": len(self.detections), "date": self.date, "footprint": self._footprint(wgs84),
+                "quality": {"mask": quality.mask.origin if quality else None,
+                            "clear_share": None if a.clear_share is None else round(a.clear_share, 4),
+                            "max_masked": quality.max_masked if quality else None,
+                            "masked": quality.action if quality else None, "skipped_tiles": a.masked_tiles,
+                            "dropped": a.dropped}}
+        if self.plan.concessions is not None:
+            meta["concessions"] = {"file": self.plan.concessions.path, "field": self.plan.concessions.field}
+        return meta | ({"gate": self.gate_metadata()} if self.plan.gate else {})
+
+    def _footprint(self, wgs84: bool) -> str | None:
+        """The raster's extent as WKT, in the scene's CRS or WGS84 (None without a CRS)."""
+        if self.crs is None or self.transform is None:
+            return None
+        import shapely
+
+        from minescan.results.georef import box_polygons, to_wgs84
+
+        polygon = box_polygons(np.array([[0, 0, self.plan.width, self.plan.height]], np.float64), self.transform)
+        if wgs84:
+            polygon = to_wgs84(shapely.segmentize(polygon, max(self.plan.width, self.plan.height) * abs(self.transform.a) / 16), self.crs)
+        return shapely.to_wkt(polygon[0], rounding_precision=9 if wgs84 else 3)
 
     def gate_metadata(self) -> dict[str, Any]:
         """The gate's model, threshold and the tiles it gated off (empty without a gate)."""
@@ -137,10 +194,14 @@ class ScanResult(SceneOutcome):
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the detections to ``path`` atomically; the format follows the extension (:mod:`minescan.results.writers`)."""
-        from minescan.results.writers import write_detections
+        from minescan.results.writers import result_writer, write_detections
 
+        wgs84 = result_writer(path).wgs84
+        observed = self.unobserved()
         return write_detections(path, self.detections, transform=self.transform, crs=self.crs, labels=self.labels,
-                                scene=self.scene, metadata=self.metadata())
+                                scene=self.scene, metadata=self.metadata(wgs84=wgs84),
+                                extra=self.assessment.columns(len(self.detections)),
+                                unobserved=observed if len(observed[0]) or self.plan.quality is not None else None)
 
     def _polygons(self, wgs84: bool):
         from minescan.results.georef import box_polygons, to_wgs84
@@ -152,10 +213,17 @@ class ScanResult(SceneOutcome):
 
     def _properties(self) -> list[dict[str, Any]]:
         d = self.detections
+        context = self.assessment.columns(len(d))
+
+        def value(v: Any) -> Any:
+            return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
         return [
             {"class_id": int(c), "class_label": name, "score": float(s), "scene": self.scene,
-             "col_min": float(b[0]), "row_min": float(b[1]), "col_max": float(b[2]), "row_max": float(b[3])}
-            for b, s, c, name in zip(d.boxes, d.scores, d.classes, self.class_labels)
+             "col_min": float(b[0]), "row_min": float(b[1]), "col_max": float(b[2]), "row_max": float(b[3]),
+             "masked": value(float(m)), "flagged": int(f), "concession": value(k), "inside": value(float(i))}
+            for b, s, c, name, m, f, k, i in zip(d.boxes, d.scores, d.classes, self.class_labels, context["masked"],
+                                                 context["flagged"], context["concession"], context["inside"])
         ]
 
     def to_geojson(self) -> dict[str, Any]:
@@ -166,7 +234,7 @@ class ScanResult(SceneOutcome):
         rings = [np.round(shapely.get_coordinates(p), 9).tolist() for p in self._polygons(wgs84=True)]
         features = [{"type": "Feature", "properties": p, "geometry": {"type": "Polygon", "coordinates": [ring]}}
                     for ring, p in zip(rings, self._properties())]
-        return {"type": "FeatureCollection", "minescan": self.metadata(), "features": features}
+        return {"type": "FeatureCollection", "minescan": self.metadata(wgs84=True), "features": features}
 
     def to_geodataframe(self):
         """A GeoPandas GeoDataFrame in the scene's CRS (needs GeoPandas: ``pip install 'minescan[geopandas]'``)."""
@@ -512,11 +580,11 @@ class Scanner:
             )
         stats = run_stream(plan, self.detector, Stitcher(plan.stitch), clock=clock, tick=tick, cancel=cancel,
                            gate=self._gate(plan), render=self._render_stage)
-        return ScanResult(
+        return assess(ScanResult(
             scene=plan.scene_name,
             detections=stats.result, labels=plan.labels, crs=plan.crs, transform=plan.transform, tiles=stats.tiles,
             skipped=stats.skipped, seconds=stats.seconds, plan=plan, gated=stats.gated, gated_tiles=stats.gated_tiles,
-        )
+        ), stats.masked, stats.coverage)
 
 
 def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:

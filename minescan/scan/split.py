@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from minescan.errors import MinescanError
 from minescan.model.detections import TileDetections
@@ -92,6 +92,8 @@ class PartResult:
     gated: int  # tiles the classifier gate kept from the detector
     gated_tiles: tuple[Tile, ...]
     seconds: float
+    masked: int = 0  # tiles the quality mask kept from the detector
+    coverage: Any = None  # the part's minescan.scan.coverage.Coverage
 
 
 class Recorder:
@@ -122,7 +124,8 @@ def scan_part(plan: ScanPlan, detector, span: RowSpan, *, gate=None, tick: Calla
     if span.stop > plan.grid_shape[0]:
         raise SplitError(f"{plan.source.product_id}: {span.describe()} lie outside its {plan.grid_shape[0]} tile rows")
     stats = run_stream(plan, detector, Recorder(), tick=tick, cancel=cancel, gate=gate, rows=(span.start, span.stop))
-    return PartResult(span, stats.result, stats.tiles, stats.skipped, stats.gated, stats.gated_tiles, stats.seconds)
+    return PartResult(span, stats.result, stats.tiles, stats.skipped, stats.gated, stats.gated_tiles, stats.seconds,
+                      stats.masked, stats.coverage)
 
 
 def stitch_parts(plan: ScanPlan, parts: Iterable[PartResult]):
@@ -148,12 +151,21 @@ def stitch_parts(plan: ScanPlan, parts: Iterable[PartResult]):
             stitcher.add(record.tile, record.detections)
         stitcher.row_done(RowEnd(row, cols, row_tops[row + 1] if row + 1 < rows else None))
     gated_tiles = tuple(t for p in ordered for t in p.gated_tiles)
-    return ScanResult(
+    coverage = None
+    for part in ordered:
+        if part.coverage is not None:
+            if coverage is None:
+                coverage = part.coverage
+            else:
+                coverage.merge(part.coverage)
+    from minescan.scan.assess import assess
+
+    return assess(ScanResult(
         scene=plan.scene_name,
         detections=stitcher.finish(), labels=plan.labels, crs=plan.crs, transform=plan.transform,
         tiles=sum(p.tiles for p in ordered), skipped=sum(p.skipped for p in ordered),
         seconds=sum(p.seconds for p in ordered), plan=plan, gated=sum(p.gated for p in ordered), gated_tiles=gated_tiles,
-    )
+    ), sum(p.masked for p in ordered), coverage)
 
 
 def _ranges(rows: list[int]) -> str:

@@ -48,6 +48,7 @@ from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.raster.radiometry import Radiometry
 from minescan.raster.strips import CutTile, RawRow, RenderedTile, RowEnd, StripReader
+from minescan.scan.coverage import Coverage
 from minescan.scan.gate import Gate
 from minescan.scan.pipeline import StageClock, ordered_map, threaded
 from minescan.scan.plan import ScanPlan
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from minescan.raster.gpu_render import DeviceBatch
 
 R = TypeVar("R")
+T = TypeVar("T")
 R_co = TypeVar("R_co", covariant=True)
 
 
@@ -86,6 +88,8 @@ class StreamStats(Generic[R]):
     seconds: float
     gated: int = 0  # tiles the gate kept from the detector (not counted in skipped)
     gated_tiles: tuple[Tile, ...] = ()  # which, in grid order
+    masked: int = 0  # tiles with data the quality mask kept from the detector (plan.skip; not counted in skipped)
+    coverage: Coverage | None = None  # which cells held data, were nodata or never scanned
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,28 @@ class RenderStage(Protocol):
     def synchronize(self) -> None: ...
 
 
+class SkipMasked:
+    """Drops the tiles the quality mask keeps from the detector (``plan.skip``) from the reader's output, counting them.
+
+    A tile that is all nodata passes on (the batcher drops it as nodata, and it is counted so); a row's end always passes.
+    """
+
+    def __init__(self, skip: frozenset[tuple[int, int]]) -> None:
+        self.skip, self.count = skip, 0
+
+    def keeps(self, tile: Tile) -> bool:
+        return (tile.row, tile.col) not in self.skip
+
+    def __call__(self, items: Iterable[T]) -> Iterator[T]:
+        for item in items:
+            if not isinstance(item, RowEnd) and not self.keeps(item.tile) and not item.empty:  # type: ignore[attr-defined]
+                self.count += 1
+                continue
+            yield item
+
+
 def device_batches(rows: Iterable[RawRow], stage: RenderStage, detector: Detector, size: int, threshold: float,
-                   clock: StageClock) -> Iterator[tuple[Batch, list]]:
+                   clock: StageClock, skip: SkipMasked | None = None) -> Iterator[tuple[Batch, list]]:
     """Each tile row rendered by ``stage``, its non-empty tiles cut into batches of ``size`` and detected from there.
 
     Cutting and inference alternate (the stage holds one batch), so this is one stage of the
@@ -176,6 +200,9 @@ def device_batches(rows: Iterable[RawRow], stage: RenderStage, detector: Detecto
     for row in rows:
         kept = [t for t in row.tiles
                 if not row.nodata[:, t.col_off : t.col_off + t.valid_width].all()]  # padding is nodata too
+        if skip is not None and skip.skip:
+            skip.count += sum(not skip.keeps(t) for t in kept)
+            kept = [t for t in kept if skip.keeps(t)]
         if not kept:
             yield Batch([], None, [row.end]), []
             continue
@@ -224,9 +251,6 @@ def infer(batches: Iterable[Batch], detector: Detector, threshold: float, clock:
     return ordered_map(run, batches, workers=detector.concurrency, name="infer")
 
 
-T = TypeVar("T")
-
-
 def timed_reads(reader: Iterable[T], clock: StageClock) -> Iterator[T]:
     """The reader's items (tiles and row ends, or raw rows), timing the work of producing each as stage ``read``."""
     items = iter(reader)
@@ -239,11 +263,12 @@ def timed_reads(reader: Iterable[T], clock: StageClock) -> Iterator[T]:
 
 
 def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: StageClock,
-            tick: Callable[[int], None], cancel: threading.Event | None = None) -> int:
+            tick: Callable[[int], None], cancel: threading.Event | None = None, coverage: Coverage | None = None) -> int:
     """Hand each batch's detections and finished rows to ``consumer``; return the tiles processed.
 
     ``tick`` gets the tiles just finished, nodata tiles included once their row
-    ends; a set ``cancel`` stops the stream (every stage upstream stops too).
+    ends; a set ``cancel`` stops the stream (every stage upstream stops too);
+    ``coverage`` records each scanned tile's nodata (:mod:`minescan.scan.coverage`).
     """
     processed = 0
     seen: Counter[int] = Counter()  # non-empty tiles handled per tile row
@@ -253,6 +278,8 @@ def consume(results: Iterable[tuple[Batch, list]], consumer: Consumer, clock: St
         with clock.time("stitch", len(batch.tiles)):
             masks = batch.nodata if hasattr(consumer, "add_nodata") and batch.nodata else None
             for index, (tile, detections) in enumerate(zip(batch.tiles, found)):
+                if coverage is not None:
+                    coverage.add(tile, batch.nodata[index] if batch.nodata else None)
                 if masks is not None:
                     consumer.add_nodata(tile, masks[index])  # type: ignore[attr-defined]
                 consumer.add(tile, detections)
@@ -297,12 +324,14 @@ def run_stream(
     clock = clock or StageClock()
     tick = tick or (lambda n: None)
     start = time.perf_counter()
+    skip = SkipMasked(plan.skip)
+    coverage = Coverage(plan.width, plan.height)
     with plan.open_scene() as scene:
         grid = plan.grid
         with scan_block_cache(gdal_cache_bytes(scene)):
             if render is None:
                 reader = StripReader(scene, grid, plan.read_threads, radiometry=plan.radiometry, clock=clock, rows=rows)
-                reads = threaded(timed_reads(reader, clock), maxsize=2 * plan.batch, name="read")
+                reads = threaded(skip(timed_reads(reader, clock)), maxsize=2 * plan.batch, name="read")
                 batches = threaded(make_batches(reads, plan.batch), maxsize=detector.concurrency + 1, name="batch")
                 results = threaded(infer(batches, detector, plan.score_threshold, clock, gate), maxsize=2, name="infer")
                 stages = (results, batches, reads)
@@ -310,10 +339,10 @@ def run_stream(
                 reader = StripReader(scene, grid, plan.read_threads, clock=clock, rows=rows)
                 raw = threaded(timed_reads(reader.raw_rows(), clock), maxsize=2, name="read")
                 results = threaded(device_batches(raw, render(plan.radiometry, scene.dtype, len(scene.bands)), detector,
-                                                  plan.batch, plan.score_threshold, clock), maxsize=2, name="infer")
+                                                  plan.batch, plan.score_threshold, clock, skip), maxsize=2, name="infer")
                 stages = (results, raw)
             try:
-                processed = consume(results, consumer, clock, tick, cancel)
+                processed = consume(results, consumer, clock, tick, cancel, coverage)
             finally:
                 # Stop every stage now, downstream first, also when the consumer raised or the scan was
                 # cancelled (the exception's traceback would keep them alive): a service must not leak threads.
@@ -325,4 +354,6 @@ def run_stream(
     gated_tiles = tuple(sorted(gate.gated_tiles, key=lambda t: (t.row, t.col))) if gate is not None else ()
     cols = grid.shape[1]
     tiles = len(grid) if rows is None else (min(rows[1], grid.shape[0]) - rows[0]) * cols
-    return StreamStats(result, tiles, tiles - processed - gated, time.perf_counter() - start, gated, gated_tiles)
+    coverage.not_scanned([t for t in grid if (t.row, t.col) in skip.skip] + list(gated_tiles))
+    return StreamStats(result, tiles, tiles - processed - gated - skip.count, time.perf_counter() - start, gated, gated_tiles,
+                       skip.count, coverage)

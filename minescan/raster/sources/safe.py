@@ -95,6 +95,44 @@ def _missing_band_file(xml: str) -> str | None:
     return None
 
 
+def _image_files(xml: str) -> list[str]:
+    """The image files (no extension, relative to the product root) the main metadata lists; [] if unreadable here."""
+    text: bytes | None = None
+    if xml.startswith("/vsizip/"):
+        archive, _, member = xml.removeprefix("/vsizip/").partition(".zip/")
+        try:
+            with zipfile.ZipFile(archive + ".zip") as handle:
+                text = handle.read(member)
+        except (OSError, KeyError, zipfile.BadZipFile):
+            return []
+    elif Path(xml).is_file():
+        text = Path(xml).read_bytes()
+    if text is None:
+        return []
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return []
+    return [e.text.strip() for e in root.iter() if e.tag.rsplit("}", 1)[-1] in ("IMAGE_FILE", "IMAGE_FILE_2A") and e.text]
+
+
+def scl_dataset(xml: str) -> str | None:
+    """The L2A scene classification layer (SCL, 20 m; else 60 m) as GDAL opens it, or None when the product has none.
+
+    Read from the file the product lists (``.../IMG_DATA/R20m/<tile>_<date>_SCL_20m``), not from GDAL's 20 m
+    subdataset, which would also open (and warn about) every other 20 m band.
+    """
+    files = _image_files(xml)
+    root = xml.rsplit("/", 1)[0]
+    for resolution in ("20m", "60m"):
+        for image in files:
+            if image.endswith(f"_SCL_{resolution}"):
+                path = f"{root}/{image}.jp2"
+                if path.startswith("/vsizip/") or Path(path).is_file():
+                    return path
+    return None
+
+
 def _open(name: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the product container has no grid of its own
@@ -149,4 +187,4 @@ def resolve_safe(text: str, vrt_dir: Path) -> Source:
         offset = _offset(src, indexes, baseline)
     refs = [BandRef(subdataset, index, long, color) for index, (_, long, color) in zip(indexes, _RGB)]
     vrt = write_stack(stack_path(vrt_dir, product_id, text), refs, nodata=nodata)
-    return Source(text, "safe", vrt, product_id, bands=(1, 2, 3), offset=offset, nodata=nodata)
+    return Source(text, "safe", vrt, product_id, bands=(1, 2, 3), offset=offset, nodata=nodata, scl=scl_dataset(xml))

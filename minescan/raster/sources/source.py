@@ -39,6 +39,7 @@ class Source:
     offset: float | None = None
     nodata: float | None = None
     georeferenced: bool = True  # False: an in-memory array scanned in pixel coordinates
+    scl: str | None = None  # the product's scene classification layer (an L2A .SAFE's SCL), a GDAL dataset name
 
     def open(self, *, bands: tuple[int, ...] | None = None, nodata: float | None = None, bands_origin: str | None = None):
         """The raster to scan, opened and checked (:class:`~minescan.raster.scene.Scene`)."""
