@@ -109,6 +109,9 @@ class Defaults:
     # its area under cloud means its box and class rest on what the model half saw.
     max_masked: float = 0.5
     masked: str = "flag"  # flag keeps every detection and marks it; drop removes it
+    # The run report (minescan.report): image chips of at most this many listed sites (alerts first), each a PNG of
+    # about 100 kB and a windowed read of one or two scenes.
+    report_chips: int = 50
     # Multi-scene runs.
     result_format: str = "gpkg"
     quicklook_size: int = 1024  # px; a 10980 px Sentinel-2 tile becomes a PNG of 1-3 MB

@@ -17,7 +17,7 @@ import warnings
 from typing import Sequence
 
 from minescan import __version__
-from minescan.cli import bench, build, calibrate, demo, evaluate, export, export_triton, scan, serve
+from minescan.cli import bench, build, calibrate, compare, demo, evaluate, export, export_triton, scan, serve
 from minescan.cli.options import flag
 from minescan.errors import MinescanError
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     build.add_build_parser(sub)
     evaluate.add_parser(sub)
+    compare.add_parser(sub)
     calibrate.add_parser(sub)
     serve.add_parser(sub)
     export_triton.add_parser(sub)

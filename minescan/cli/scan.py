@@ -111,6 +111,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "(default; an explicit --offset wins)")
     g.add_argument("--format", choices=[ext.lstrip(".") for ext in RESULT_FORMATS], default=DEFAULTS.result_format,
                    help=f"result file format per scene (default {DEFAULTS.result_format})")
+    g.add_argument("--baseline", metavar="RUN_DIR",
+                   help="an earlier run's folder: the run's report (report.md/.html, changes.gpkg, chips/) says which "
+                   "sites are new, gone, grown, shrunk or unchanged since, new sites outside concessions first")
     g.add_argument("--quicklook-size", type=int, default=DEFAULTS.quicklook_size, metavar="PX",
                    help=f"longest side of each scene's quicklook PNG; 0 for none (default {DEFAULTS.quicklook_size})")
     st = p.add_argument_group("scenes from a STAC API", "search a STAC API and scan the items it finds as a run "
@@ -325,6 +328,9 @@ def run_scan(args: argparse.Namespace) -> int:
     options = scan_options(args)  # a value out of range fails before the model loads
     if args.ray is not None and not args.out_dir and not args.dry_run:
         raise UsageError("--ray scans a run: give --out-dir DIR (results, journal and summary are written there)")
+    if args.baseline is not None and not args.out_dir and not args.dry_run:
+        raise UsageError(f"--baseline {args.baseline} compares a run with an earlier one: give --out-dir DIR "
+                         "(for two result files: minescan compare OLD NEW --out changes.gpkg)")
     if args.out_dir or args.manifest or args.stac_search or len(args.scenes) != 1:
         return _run_many(args, options)
     if not args.out and not args.dry_run:
@@ -399,9 +405,15 @@ def _run_many(args: argparse.Namespace, options) -> int:
     if args.quicklook_size < 0:
         raise UsageError(f"--quicklook-size {args.quicklook_size} is out of range: 0 (no quicklooks) or a size in px")
     cluster = ray_settings(args)  # checked before the model loads
+    if args.baseline is not None:
+        from minescan.report.baseline import read_baseline
+
+        read_baseline(args.baseline)  # a baseline that cannot be compared with fails before the night's scanning
+        if Path(args.baseline).resolve() == Path(args.out_dir).resolve():
+            raise UsageError(f"--baseline {args.baseline} is the run folder itself; give an earlier run's folder")
     scanner = load_scanner(args, planning=cluster is not None)
     settings = RunSettings(out_dir=Path(args.out_dir), result_format=args.format, quicklook_size=args.quicklook_size,
-                           verbose=args.verbose, ray=cluster)
+                           verbose=args.verbose, ray=cluster, baseline=Path(args.baseline) if args.baseline else None)
     return run_many(keys, scanner, options, settings)
 
 

@@ -141,3 +141,21 @@ def window_mask(mask: QualityMask, col_off: float, row_off: float, width: float,
     rows = np.clip(rows, 0, mask.masked.shape[0] - 1)
     cols = np.clip(cols, 0, mask.masked.shape[1] - 1)
     return mask.masked[rows[:, None], cols[None, :]]
+
+
+def mask_from_polygons(polygons: np.ndarray, width: int, height: int, transform, origin: str,
+                       max_cells: int = 2048) -> QualityMask:
+    """A mask over a scene from masked areas on the map (a result's unobserved polygons, scene CRS): a cell is masked
+    when its centre lies in one; cells of at least 1 px and at most ``max_cells`` a side (for pictures, not for shares)."""
+    import shapely
+    from affine import Affine
+    from rasterio import features
+
+    factor = max(1, -(-max(width, height) // max_cells))
+    shape = (-(-height // factor), -(-width // factor))
+    valid = [g for g in polygons if g is not None and not shapely.is_empty(g)]
+    if not valid:
+        return QualityMask(np.zeros(shape, bool), factor, width, height, origin)
+    burnt = features.rasterize(((g, 1) for g in valid), out_shape=shape, transform=transform * Affine.scale(factor),
+                               fill=0, dtype="uint8")
+    return QualityMask(burnt.astype(bool), factor, width, height, origin)

@@ -52,6 +52,7 @@ class RunSettings:
     result_format: str = "gpkg"
     quicklook_size: int = 1024
     verbose: bool = False  # tracebacks of unexpected faults, on stderr
+    baseline: Path | None = None  # an earlier run's folder: the report says what changed since (minescan.report)
     ray: Any = None  # a minescan.scaleout.ray_run.RaySettings: the scenes are scanned by Ray actors; None: here
 
 
@@ -139,8 +140,10 @@ def scene_context(result: ScanResult) -> dict[str, Any]:
     if a.inside is not None:
         labels = np.array(result.class_labels, dtype=object)
         outside = dict(Counter(labels[a.inside <= 0].tolist()))
+    plan = result.plan
     return {"date": result.date, "clear_share": a.clear_share, "masked_tiles": a.masked_tiles,
-            "masked_flagged": int(result.flagged.sum()), "outside": outside}
+            "masked_flagged": int(result.flagged.sum()), "outside": outside, "dataset": str(plan.source.dataset),
+            "bands": list(plan.bands), "nodata": plan.nodata}
 
 
 def failure(ctx: RunContext, exc: BaseException) -> str:
@@ -290,10 +293,33 @@ def execute(keys: list[str], scanner: Scanner, options: ScanOptions, settings: R
             reports, interrupted = _run(ctx, keys)
         summary = RunSummary(tuple(reports), str(scanner.model_path), str(out_dir), interrupted)
         write_summary(out_dir, summary)
+        write_run_report(summary, settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
         lock.close()
     return summary
+
+
+def write_run_report(summary: RunSummary, settings: RunSettings) -> None:
+    """The run's report (:mod:`minescan.report.morning`): what changed since the baseline, alerts first, with chips.
+    A report that cannot be written is said on stderr; the run's results and summary stand."""
+    from minescan.defaults import DEFAULTS
+    from minescan.report.baseline import read_baseline
+    from minescan.report.morning import write_report
+
+    try:
+        baseline = read_baseline(settings.baseline) if settings.baseline is not None else None
+        report = write_report(settings.out_dir, summary, baseline, quicklook_size=settings.quicklook_size,
+                              chips=DEFAULTS.report_chips)
+    except MinescanError as exc:
+        print(f"minescan: warning: no report: {exc}", file=sys.stderr, flush=True)
+        return
+    if report is not None and settings.baseline is not None:
+        counts = ", ".join(f"{report.counts.get(k, 0)} {k}" for k in ("new", "grown", "shrunk", "unknown", "gone", "unchanged"))
+        print(f"since the baseline: {counts}; {report.alerts} new site(s) outside every concession; report: {report.html}",
+              flush=True)
+    elif report is not None:
+        print(f"report: {report.html}", flush=True)
 
 
 def run_many(keys: list[str], scanner: Scanner, options: ScanOptions, settings: RunSettings) -> int:

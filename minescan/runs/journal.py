@@ -75,10 +75,16 @@ class Outcome:
     masked_tiles: int = 0
     masked_flagged: int = 0
     outside: dict[str, int] | None = None
+    # What the run's report reads the scene from again (chips, quicklooks): the raster scanned, its red, green and
+    # blue bands there and its nodata.
+    dataset: str | None = None
+    bands: list[int] | None = None
+    nodata: float | None = None
 
     def context(self) -> str:
         return json.dumps({"date": self.date, "clear_share": self.clear_share, "masked_tiles": self.masked_tiles,
-                           "masked_flagged": self.masked_flagged, "outside": self.outside})
+                           "masked_flagged": self.masked_flagged, "outside": self.outside, "dataset": self.dataset,
+                           "bands": self.bands, "nodata": self.nodata})
 
     @property
     def flagged(self) -> bool:

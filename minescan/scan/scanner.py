@@ -492,7 +492,8 @@ class Scanner:
         return self._run(plan, progress, cancel, clock)
 
     def scan_many(self, sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *, ray: Any = None,
-                  result_format: str | None = None, quicklook_size: int | None = None, **options: Any) -> Any:
+                  result_format: str | None = None, quicklook_size: int | None = None,
+                  baseline: str | os.PathLike[str] | None = None, **options: Any) -> Any:
         """Scan many scenes into the run folder ``out_dir``, resumably, as ``minescan scan --out-dir`` does.
 
         Each scene's result ``<product_id>.<result_format>`` (a classifier's: a
@@ -500,7 +501,9 @@ class Scanner:
         done (a second call with the same scenes and settings scans only what
         is not), and the run's summary is returned (a
         :class:`~minescan.runs.report.RunSummary`, also written as
-        ``run_summary.json``/``.md``).  A scene that fails is reported with its
+        ``run_summary.json``/``.md``) and its report (``report.md``/``.html``,
+        :mod:`minescan.report.morning`; with ``baseline``, an earlier run's
+        folder, what changed since: ``changes.gpkg`` and chips).  A scene that fails is reported with its
         reason and the others go on.  ``ray`` scans the scenes on Ray actors
         (:mod:`minescan.scaleout.ray_run`): ``True`` on a local Ray instance
         started for the run, an address (``"auto"``, ``"ray://host:10001"``)
@@ -517,8 +520,13 @@ class Scanner:
 
             cluster = ray if isinstance(ray, RaySettings) else RaySettings(address=None if ray is True else str(ray))
         keys = list(dict.fromkeys(absolute_input(os.fspath(s), Path.cwd()) for s in sources))
+        if baseline is not None:
+            from minescan.report.baseline import read_baseline
+
+            read_baseline(baseline)  # fails before any scanning
         settings = RunSettings(Path(out_dir), result_format or DEFAULTS.result_format,
-                               DEFAULTS.quicklook_size if quicklook_size is None else quicklook_size, ray=cluster)
+                               DEFAULTS.quicklook_size if quicklook_size is None else quicklook_size, ray=cluster,
+                               baseline=Path(baseline) if baseline is not None else None)
         summary = execute(keys, self, self.options(**options), settings)
         if summary.interrupted:
             raise KeyboardInterrupt

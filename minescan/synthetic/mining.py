@@ -450,8 +450,15 @@ def write_mining_scene(path: str | os.PathLike[str], spec: MiningSpec = MiningSp
     return layout
 
 
-def write_layout(path: str | os.PathLike[str], layout: Layout) -> None:
-    """Render ``layout`` strip by strip into a 4-band (B02, B03, B04, B08) uint16 tiled DEFLATE GeoTIFF at ``path``."""
+def write_layout(path: str | os.PathLike[str], layout: Layout, clouds=None) -> None:
+    """Render ``layout`` strip by strip into a 4-band (B02, B03, B04, B08) uint16 tiled DEFLATE GeoTIFF at ``path``.
+
+    ``clouds`` (:class:`minescan.synthetic.clouds.Clouds`) are drawn over each
+    strip by :func:`minescan.synthetic.clouds.apply_clouds`; without them the
+    output is the plain scene, byte for byte.
+    """
+    if clouds is not None:
+        from minescan.synthetic.clouds import apply_clouds
     spec = layout.spec
     profile = dict(
         driver="GTiff", width=spec.width, height=spec.height, count=len(BANDS), dtype="uint16", nodata=0,
@@ -461,7 +468,34 @@ def write_layout(path: str | os.PathLike[str], layout: Layout) -> None:
         dst.descriptions = BANDS
         for top in range(0, spec.height, spec.strip):
             strip = render_strip(layout, top, min(spec.strip, spec.height - top))
+            if clouds is not None:
+                strip = apply_clouds(strip, clouds, top)
             dst.write(np.moveaxis(strip, -1, 0), window=Window(0, top, spec.width, strip.shape[0]))
+
+
+# SCL class of each material (minescan.quality.scl): 4 vegetation, 5 not vegetated, 6 water.
+_SCL_OF_MATERIAL = np.array(
+    [6 if name in ("water", "pond_turquoise", "pond_turbid", "pit_lake") else 4 if name in ("forest", "crop", "grass", "sparse") else 5
+     for name in _MATERIALS],
+    np.uint8,
+)
+
+
+def scl_classes(layout: Layout, factor: int = 2) -> np.ndarray:
+    """The clear-sky SCL of ``layout`` (uint8 [ceil(H / factor), ceil(W / factor)]): 4, 5 or 6 per cell.
+
+    A cell takes the class of the material of its top-left scene pixel
+    (vegetation for forest, crops, grass, sparse cover; water for rivers,
+    lakes, ponds, pit lakes; not vegetated for the rest).
+    """
+    spec = layout.spec
+    cols = np.arange(spec.width)
+    step = max(factor, spec.strip // factor * factor)  # strips start on cell rows
+    parts = []
+    for top in range(0, spec.height, step):
+        rows = np.arange(top, min(top + step, spec.height))
+        parts.append(_SCL_OF_MATERIAL[_strip_materials(layout, rows, cols)[::factor, ::factor]])
+    return np.concatenate(parts)
 
 
 def write_truth(path: str | os.PathLike[str], layout: Layout, scene: str = "scene.tif") -> Path:
