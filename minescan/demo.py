@@ -22,7 +22,6 @@ from pathlib import Path
 
 from minescan.errors import MinescanError
 from minescan.results.evaluation import evaluate
-from minescan.results.quicklook import write_quicklook
 from minescan.scan.scanner import Scanner
 from minescan.synthetic.mining import MiningSpec, write_mining_scene, write_truth
 
@@ -62,9 +61,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, i
     result = scanner.scan(scene_path)
     written = [result.write(out / name) for name in ("detections.geojson", "detections.gpkg")]
     written.append(write_truth(out / "truth.geojson", layout, scene=result.scene))
-    plan = result.plan
-    written.append(write_quicklook(out / "quicklook.png", scene_path, result.detections, bands=plan.bands, nodata=plan.nodata,
-                                   max_size=1024))
+    written.append(result.write_quicklook(out / "quicklook.png", max_size=1024))
     d = result.detections
     scores = evaluate(d.boxes, d.scores, d.classes, truth.boxes, truth.classes, labels=result.labels)
     km2 = width * height * 1e-4  # 10 m pixels
@@ -76,7 +73,7 @@ def run_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, i
     if result.warning():
         print(f"warning: {result.warning()}")
     elif result.input_shift is not None:
-        print(f"input shift {result.input_shift:.2f} (threshold {plan.shift_threshold:g}): the scene looks like "
+        print(f"input shift {result.input_shift:.2f} (threshold {result.plan.shift_threshold:g}): the scene looks like "
               "the model's training input")
     for path in written:
         print(f"wrote {path}")

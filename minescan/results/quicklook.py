@@ -1,14 +1,21 @@
-"""A quicklook per scene: the scene small, in true colour, with its detections drawn.
+"""A quicklook per scene: the scene small, in true colour, with its detections drawn and a legend beside it.
 
 The scene is read decimated (rasterio's ``out_shape``; GDAL serves it from
 overviews or JPEG 2000 resolution levels where the file has them) to at most
 ``max_size`` px a side, so a 10980 px Sentinel-2 tile becomes a PNG of a
 few MB.  Colours are stretched between the 2nd and 98th percentile of the
-valid pixels, for eyes rather than for the model; nodata is black.  Each
-detection is outlined in its class's colour.  Where a classifier gate kept
-tiles from the detector, the pixels no detected tile covered are dimmed to a
-dark grey (``GATED_DIM``): the detector never looked there, so "nothing
-outlined" there means "not searched", not "nothing found".
+valid pixels, for eyes rather than for the model; nodata is black.  Where a
+classifier gate kept tiles from the detector, the pixels no detected tile
+covered are dimmed to a dark grey (``GATED_DIM``): the detector never looked
+there, so "nothing outlined" there means "not searched", not "nothing found".
+
+The drawing is :mod:`minescan.results.pictures`'s: the map (exactly the
+decimated scene's size, at image pixel (0, 0)) with each detection outlined in
+its class's colour, and a legend panel at its right with title, date, model,
+counts per class, the scale bar and north arrow.  :class:`Decorations` says
+what the scan knows beyond the file (labels, date, model, quality mask,
+flagged detections, new sites); without it the title is the scene's name and
+classes are listed by id.
 
 A heatmap's quicklook (:func:`render_heatmap`) shows one class's probability
 over the scene, dimmed to grey so the colours read as the map: cells below
@@ -20,31 +27,47 @@ threshold (a region's outline) is drawn in white.  Nodata cells show the scene.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from minescan.results.atomic import write_atomically
-from minescan.results.png import encode_png
+from minescan.results import pictures
 from minescan.raster.radiometry import percentile_stretch
 from minescan.raster.grid import Tile
 from minescan.raster.scene import Scene
 from minescan.model.detections import SceneDetections
 
-# Class 1, 2, ...: yellow, cyan, magenta, orange, lime; repeats beyond.
-_COLOURS = np.array([(255, 230, 0), (0, 230, 255), (255, 0, 200), (255, 128, 0), (128, 255, 0)], np.uint8)
+# Class 1, 2, ...: yellow, cyan, magenta, orange, lime; repeats beyond (pictures.COLOURS).
+_COLOURS = np.array(pictures.COLOURS, np.uint8)
 
 
-def _outline(image: np.ndarray, box: np.ndarray, colour: np.ndarray, width: int) -> None:
-    """Draw a rectangle's outline ``width`` px thick, inside the box and clipped to the image."""
-    h, w = image.shape[:2]
-    x0, y0 = int(np.clip(np.floor(box[0]), 0, w - 1)), int(np.clip(np.floor(box[1]), 0, h - 1))
-    x1, y1 = int(np.clip(np.ceil(box[2]), x0 + 1, w)), int(np.clip(np.ceil(box[3]), y0 + 1, h))
-    image[y0 : min(y0 + width, y1), x0:x1] = colour
-    image[max(y1 - width, y0) : y1, x0:x1] = colour
-    image[y0:y1, x0 : min(x0 + width, x1)] = colour
-    image[y0:y1, max(x1 - width, x0) : x1] = colour
+@dataclass(frozen=True)
+class Decorations:
+    """What a quicklook says beyond the scene file: its legend's words and the marks over the map.
+
+    ``transform``/``crs`` (scene pixel -> map; rasterio or pyproj CRS) place the scale bar and north arrow;
+    None: the scene file's own (no bar nor arrow where the file has no CRS).  ``masked``: a
+    :class:`~minescan.quality.mask.QualityMask` over the scene, its masked cells shaded; ``flagged``: bool per
+    detection, drawn dashed; ``highlight`` [M, 4] scene px: sites new since the last scan, ringed in red and
+    counted in the legend as ``"<highlight_label>: M"`` (e.g. ``"new since 2026-11-01"``).
+    """
+
+    title: str | None = None  # scene name (default: the scene file's name)
+    date: str | None = None  # "YYYY-MM-DD"
+    model: str | None = None
+    labels: Mapping[int, str] = field(default_factory=dict)
+    transform: Any = None
+    crs: Any = None
+    masked: Any = None  # QualityMask | None
+    flagged: np.ndarray | None = None
+    highlight: np.ndarray | None = None
+    highlight_label: str = "new"
+
+    def subtitle(self) -> str:
+        """``"2026-11-27 · model.onnx"`` from what is known ('' when nothing is)."""
+        return " · ".join(part for part in (self.date, self.model) if part)
 
 
 GATED_DIM = 0.35  # brightness kept where the gate kept the detector away
@@ -70,27 +93,52 @@ def _dim_gated(image: np.ndarray, gated: Sequence[Tile], grid: Iterable[Tile], s
     image[unseen] = (image[unseen] * GATED_DIM).astype(np.uint8)
 
 
-def render(scene: Scene, detections: SceneDetections, max_size: int, *, gated: Sequence[Tile] = (),
-           grid: Iterable[Tile] | None = None) -> np.ndarray:
-    """The quicklook image, uint8 [H, W, 3]; ``gated`` tiles of ``grid`` dimmed (see the module docstring)."""
+def read_base(scene: Scene, max_size: int) -> np.ndarray:
+    """The scene decimated to at most ``max_size`` px a side and stretched 2-98 %, uint8 [H, W, 3]; nodata black."""
     sample = scene.overview(max_size)
     valid = ~sample.nodata
     if valid.any():
-        image = percentile_stretch(sample.data, valid, 2.0, 98.0).apply(sample.data, sample.nodata)
-    else:
-        image = np.zeros((*sample.nodata.shape, 3), np.uint8)
-    scale = np.array([image.shape[1] / scene.width, image.shape[0] / scene.height] * 2)
+        return percentile_stretch(sample.data, valid, 2.0, 98.0).apply(sample.data, sample.nodata)
+    return np.zeros((*sample.nodata.shape, 3), np.uint8)
+
+
+def _scale(image: np.ndarray, scene: Scene) -> np.ndarray:
+    """Image px per scene px: x, y, x, y."""
+    return np.array([image.shape[1] / scene.width, image.shape[0] / scene.height] * 2)
+
+
+def render(scene: Scene, detections: SceneDetections, max_size: int, *, gated: Sequence[Tile] = (),
+           grid: Iterable[Tile] | None = None) -> np.ndarray:
+    """The quicklook's map alone, uint8 [H, W, 3]: the scene, ``gated`` tiles of ``grid`` dimmed, detections outlined."""
+    image = read_base(scene, max_size)
+    scale = _scale(image, scene)
     if gated:
         _dim_gated(image, gated, grid if grid is not None else gated, scale)
-    for box, klass in zip(detections.boxes.reshape(-1, 4), detections.classes):
-        _outline(image, box * scale, _COLOURS[(int(klass) - 1) % len(_COLOURS)], 2)
-    return image
+    return pictures.draw_map(image, tuple(scale[:2]), detections.boxes, detections.classes)
+
+
+def decorate(scene: Scene, image: np.ndarray, detections: SceneDetections, decorations: Decorations | None, *,
+             gated: int = 0) -> np.ndarray:
+    """The whole detector quicklook from its base ``image`` (already dimmed): map and legend panel."""
+    deco = decorations or Decorations()
+    extra = [("dimmed", (40, 40, 40), f"dimmed: not searched (gate), {gated} tile(s)")] if gated else []
+    return pictures.draw_quicklook(
+        image, tuple(_scale(image, scene)[:2]), detections.boxes, detections.classes, labels=deco.labels,
+        flagged=deco.flagged, highlight=deco.highlight, highlight_label=deco.highlight_label, masked=deco.masked,
+        title=deco.title or scene.name, subtitle=deco.subtitle(), crs=deco.crs if deco.crs is not None else scene.crs,
+        transform=deco.transform if deco.transform is not None else scene.transform,
+        scene_size=(scene.width, scene.height), extra=extra)
 
 
 HEATMAP_FLOOR = 0.1  # probabilities below this are not drawn: the scene stays readable under a quiet map
 # Probability -> colour anchors (0.1 pale yellow, 0.5 orange, 1.0 deep red), linear between them.
 _RAMP_AT = np.array([HEATMAP_FLOOR, 0.5, 1.0])
 _RAMP = np.array([(255, 255, 150), (255, 140, 0), (200, 0, 30)], np.float32)
+
+
+def ramp_colour(p: float) -> tuple[int, int, int]:
+    """The heatmap's colour for probability ``p`` (the legend's ramp)."""
+    return tuple(int(round(float(np.interp(p, _RAMP_AT, _RAMP[:, k])))) for k in range(3))  # type: ignore[return-value]
 
 
 def _cells_at(scale: float, size: int, stride: int, cells: int) -> np.ndarray:
@@ -100,7 +148,7 @@ def _cells_at(scale: float, size: int, stride: int, cells: int) -> np.ndarray:
 
 def render_heatmap(scene: Scene, probability: np.ndarray, stride: int, max_size: int, threshold: float) -> np.ndarray:
     """The quicklook of one class: uint8 [H, W, 3]; ``probability`` [rows, cols] of cells of ``stride`` px (NaN nodata)."""
-    base = render(scene, SceneDetections.empty(), max_size)
+    base = read_base(scene, max_size)
     grey = base.astype(np.float32).mean(axis=2, keepdims=True)
     image = 0.7 * (0.35 * base.astype(np.float32) + 0.65 * grey)  # dim and mostly grey: the colours are the map's
     h, w = image.shape[:2]
@@ -121,12 +169,23 @@ def render_heatmap(scene: Scene, probability: np.ndarray, stride: int, max_size:
 
 def write_heatmap_quicklook(path: str | os.PathLike[str], dataset: str | os.PathLike[str], probability: np.ndarray,
                             stride: int, *, bands: tuple[int, ...] | None, nodata: float | None, max_size: int,
-                            threshold: float) -> Path:
-    """Render one class's ``probability`` over the scene at ``dataset`` and write it as a PNG at ``path``."""
+                            threshold: float, decorations: Decorations | None = None,
+                            class_name: str | None = None) -> Path:
+    """Render one class's ``probability`` over the scene at ``dataset`` with its legend panel and write it as a
+    PNG at ``path`` (atomically).  ``class_name`` names the class in the legend; ``decorations``' title, date, model,
+    CRS and transform are used (its marks, which are a detector's, are not drawn)."""
+    deco = decorations or Decorations()
     with Scene(dataset, bands=bands, nodata=nodata) as scene:
         image = render_heatmap(scene, probability, stride, max_size, threshold)
-    write_atomically(path, encode_png(image))
-    return Path(path)
+        what = f"probability of {class_name}" if class_name else "probability"
+        entries = [("ramp", None, f"{what}: {HEATMAP_FLOOR:g} (pale) to 1 (red)"),
+                   ("edge", None, f"white line: {what} = {threshold:g}")]
+        metres, north = pictures.map_geometry(deco.crs if deco.crs is not None else scene.crs,
+                                               deco.transform if deco.transform is not None else scene.transform,
+                                               scene.width, scene.height, image.shape[1])
+        picture = pictures.compose(image, title=deco.title or scene.name, subtitle=deco.subtitle(), entries=entries,
+                                   metres_per_px=metres, north=north)
+    return pictures.save_png(path, picture)
 
 
 def write_quicklook(
@@ -139,9 +198,14 @@ def write_quicklook(
     max_size: int,
     gated: Sequence[Tile] = (),
     grid: Iterable[Tile] | None = None,
+    decorations: Decorations | None = None,
 ) -> Path:
-    """Render the scene at ``dataset`` with ``detections`` (``gated`` tiles of ``grid`` dimmed) and write it as a PNG at ``path``."""
+    """Render the scene at ``dataset`` with ``detections`` (``gated`` tiles of ``grid`` dimmed) and its legend panel
+    (:class:`Decorations`), and write it as a PNG at ``path`` (atomically).  The map part is at most ``max_size`` px
+    a side, at image pixel (0, 0); the panel adds to the right (and below, when its content is taller than the map)."""
     with Scene(dataset, bands=bands, nodata=nodata) as scene:
-        image = render(scene, detections, max_size, gated=gated, grid=grid)
-    write_atomically(path, encode_png(image))
-    return Path(path)
+        image = read_base(scene, max_size)
+        if gated:
+            _dim_gated(image, gated, grid if grid is not None else gated, _scale(image, scene))
+        picture = decorate(scene, image, detections, decorations, gated=len(gated))
+    return pictures.save_png(path, picture)

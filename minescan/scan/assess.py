@@ -131,6 +131,15 @@ def unobserved(result: Any) -> tuple[np.ndarray, np.ndarray]:
             polygons.append(found)
             reasons += [reason] * len(found)
     geometries = np.concatenate(polygons) if polygons else np.array([], dtype=object)
+    if len(geometries):  # cells reach past the scene's last row and column: cut them at its extent
+        import shapely
+
+        from minescan.results.georef import box_polygons
+
+        extent = box_polygons(np.array([[0, 0, result.plan.width, result.plan.height]], np.float64), result.transform)[0]
+        parts, index = shapely.get_parts(shapely.intersection(geometries, extent), return_index=True)
+        keep = shapely.get_type_id(parts) == 3  # polygons (a cut may leave a multipolygon, or a line on the edge)
+        geometries, reasons = parts[keep], [reasons[i] for i in index[keep]]
     return geometries, np.array(reasons, dtype=object)
 
 
@@ -154,7 +163,12 @@ def assess(result: Any, masked_tiles: int = 0, coverage: Any = None) -> Any:
     if plan.concessions is not None and result.crs is not None:
         from minescan.results.georef import box_polygons
 
-        joined = plan.concessions.layer().join(box_polygons(detections.boxes, result.transform), result.crs)
+        from rasterio.transform import array_bounds
+
+        west, south, east, north = array_bounds(plan.height, plan.width, result.transform)
+        # The scene's extent: the layer reads (and indexes) the concessions there once, for every scan of the scene.
+        joined = plan.concessions.layer().join(box_polygons(detections.boxes, result.transform), result.crs,
+                                                extent=(west, south, east, north))
         concession, inside = joined.concession, joined.inside
     assessment = Assessment(
         masked=masked, flagged=flagged if flagged is not None else np.zeros(len(detections), bool),

@@ -38,16 +38,23 @@ class Coverage:
         self.state = np.full((-(-height // self.factor), -(-width // self.factor)), UNTOUCHED, np.uint8)
 
     def _cells(self, tile: Tile) -> tuple[slice, slice, np.ndarray, np.ndarray]:
-        """The cells whose centres lie in ``tile``'s part inside the scene, and those centres in tile pixels."""
+        """The cells whose centres lie in ``tile``'s part inside the scene, and those centres in tile pixels.
+
+        A last row or column cell reaching past the scene's edge is judged at the scene's last pixel instead.
+        """
         f = self.factor
-        r0, c0 = -(-(tile.row_off - f // 2) // f), -(-(tile.col_off - f // 2) // f)
-        r1 = -(-(tile.row_off + tile.valid_height - f // 2) // f)
-        c1 = -(-(tile.col_off + tile.valid_width - f // 2) // f)
-        r0, c0 = max(r0, 0), max(c0, 0)
-        r1, c1 = min(r1, self.state.shape[0]), min(c1, self.state.shape[1])
-        rows = np.arange(r0, r1) * f + f // 2 - tile.row_off
-        cols = np.arange(c0, c1) * f + f // 2 - tile.col_off
-        return slice(r0, r1), slice(c0, c1), rows, cols
+        rows, cols = self._centres(tile.row_off, tile.valid_height, self.height), self._centres(tile.col_off, tile.valid_width, self.width)
+        if not len(rows) or not len(cols):
+            return slice(0, 0), slice(0, 0), rows, cols
+        r0, c0 = int(rows[0] // f), int(cols[0] // f)
+        return slice(r0, r0 + len(rows)), slice(c0, c0 + len(cols)), rows - tile.row_off, cols - tile.col_off
+
+    def _centres(self, offset: int, length: int, extent: int) -> np.ndarray:
+        """Scene px (clamped into the scene) of the cell centres along an axis that lie in ``[offset, offset + length)``."""
+        f = self.factor
+        first, last = max(0, offset // f - 1), min(-(-extent // f), (offset + length) // f + 2)
+        centres = np.minimum(np.arange(first, last) * f + f // 2, extent - 1)
+        return centres[(centres >= offset) & (centres < offset + length)]
 
     def add(self, tile: Tile, nodata: np.ndarray | None) -> None:
         """A scanned tile and its nodata mask (tile px; None: data everywhere)."""

@@ -381,16 +381,14 @@ class _Sample:
 
     def __call__(self) -> Any:
         if self._data is None:
-            exclude = None
-            if self._mask is not None:  # clouds would set the stretch and the guard's statistics: leave them out
-                from minescan.quality.mask import window_mask
-
-                mask = self._mask
-
-                def exclude(window, shape):
-                    return window_mask(mask, window.col_off, window.row_off, window.width, window.height, tuple(shape))
-            self._data = self._scene.statistics_sample(exclude=exclude)
+            # Clouds would set the stretch and the guard's statistics: the mask's cells are left out.
+            self._data = self._scene.statistics_sample(exclude=self._exclude if self._mask is not None else None)
         return self._data
+
+    def _exclude(self, window: Any, shape: Any) -> np.ndarray:
+        from minescan.quality.mask import window_mask
+
+        return window_mask(self._mask, window.col_off, window.row_off, window.width, window.height, tuple(shape))
 
 
 def _radiometry(scene: Scene, options: ScanOptions, source: Source, recipe: Any, origins: dict[str, str],

@@ -136,11 +136,17 @@ class ScanResult(SceneOutcome):
         from minescan.defaults import DEFAULTS
         from minescan.results.quicklook import write_quicklook
 
+        from minescan.results.quicklook import Decorations
+
         if self.plan.source.kind == "array":
             raise ApiError("a quicklook draws the scene from its file; an in-memory array has none")
+        quality = self.plan.quality
+        decorations = Decorations(title=self.scene, date=self.date, model=self.plan.model.name, labels=self.labels,
+                                  transform=self.transform, crs=self.crs, masked=quality.mask if quality else None,
+                                  flagged=self.flagged if quality else None)
         return write_quicklook(path, self.plan.source.dataset, self.detections, bands=self.plan.bands, nodata=self.plan.nodata,
                                max_size=max_size or DEFAULTS.quicklook_size, gated=self.gated_tiles,
-                               grid=self.plan.grid if self.gated_tiles else None)
+                               grid=self.plan.grid if self.gated_tiles else None, decorations=decorations)
 
     def warning(self) -> str | None:
         """One line for a flagged scene (None when it is not flagged)."""
@@ -333,13 +339,16 @@ class HeatmapResult(SceneOutcome):
         """A PNG of one class's probability over the scene (:func:`~minescan.results.quicklook.render_heatmap`),
         at most ``max_size`` px a side (default the runs' quicklook size); a region's edge at ``threshold``."""
         from minescan.defaults import DEFAULTS
-        from minescan.results.quicklook import write_heatmap_quicklook
+        from minescan.results.quicklook import Decorations, write_heatmap_quicklook
 
         if self.plan.source.kind == "array":
             raise ApiError("a quicklook draws the scene from its file; an in-memory array has none")
+        decorations = Decorations(title=self.scene, date=sensing_date(self.plan.source.product_id), model=self.plan.model.name,
+                                  transform=self.transform, crs=self.crs)
         return write_heatmap_quicklook(path, self.plan.source.dataset, self.probability(label), self.stride,
                                        bands=self.plan.bands, nodata=self.plan.nodata,
-                                       max_size=max_size or DEFAULTS.quicklook_size, threshold=threshold)
+                                       max_size=max_size or DEFAULTS.quicklook_size, threshold=threshold,
+                                       decorations=decorations, class_name=self.band_labels[self.class_id(label) - 1])
 
     def write(self, path: str | os.PathLike[str], *, as_float: bool = False) -> Path:
         """A Cloud Optimized GeoTIFF, one band per class (:mod:`minescan.results.heatmap`), written atomically;
