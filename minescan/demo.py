@@ -105,3 +105,37 @@ def _classifier_demo(out: Path, scene_path: Path, layout, model: Path, km2: floa
     for path in written:
         print(f"wrote {path}")
     return written
+
+
+def run_change_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple[int, int] = (2048, 2048),
+                    precision: str = "fp32") -> Path:
+    """The morning run on generated data (``minescan demo --change``); returns the report's path.
+
+    Writes a two-date pair of L2A products with SCL clouds (:mod:`minescan.synthetic.pairs`: sites that appear,
+    grow, vanish, or hide under a cloud at one date) and a cadastre of concessions over the legal mines into
+    ``out_dir/products``, scans the first date into ``out_dir/last_week`` and the second into ``out_dir/today``
+    with ``baseline=last_week`` and the concessions, as ``minescan scan`` does, then sets what the run found
+    beside what the generator planned.
+    """
+    import json
+    from collections import Counter
+
+    from minescan.synthetic.pairs import PairSpec, write_pair
+
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    width, height = size
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"generating two dates of a {width} x {height} px Sentinel-2-like L2A scene with clouds (seed {seed}) "
+          f"-> {out / 'products'}")
+    files = write_pair(out / "products", PairSpec(base=MiningSpec(width=width, height=height, seed=seed)))
+    scanner = Scanner(shipped_model(precision))
+    common = {"concessions": str(files.cadastre)}
+    scanner.scan_many([files.before], out / "last_week", **common)
+    scanner.scan_many([files.after], out / "today", baseline=out / "last_week", **common)
+    planned = Counter(c["label"] for c in json.loads(files.expected.read_text())["changes"])
+    print("planned by the generator: " + ", ".join(f"{planned.get(k, 0)} {k}" for k in ("new", "grown", "unknown", "gone",
+                                                                                       "unchanged")))
+    report = out / "today" / "report.html"
+    print(f"open {report} (or report.md); every site with its change: {out / 'today' / 'changes.gpkg'}")
+    return report
