@@ -234,3 +234,48 @@ def test_bad_mask_options_are_one_line(make_scene, square_model, tmp_path, args,
     assert done.returncode != 0 and not out.exists()
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_a_stac_item_with_an_scl_asset_is_masked_by_it(tmp_path, scanner):
+    from minescan.synthetic.products import write_band_files, write_stac_item
+
+    spec = SceneSpec(width=900, height=700, objects=6, seed=6)
+    bands, truth = write_band_files(tmp_path / "bands", spec)
+    clouds = plan_clouds(spec.width, spec.height, seed=1, over=[tuple(map(float, truth.boxes[0]))])
+    scl = scl_layer(clouds, spec.width, spec.height)
+    x, y = spec.origin
+    with rasterio.open(tmp_path / "bands" / "SCL_20m.tif", "w", driver="GTiff", width=scl.shape[1], height=scl.shape[0],
+                       count=1, dtype="uint8", crs=f"EPSG:{spec.epsg}", transform=from_origin(x, y, 20, 20)) as dst:
+        dst.write(scl, 1)
+    item = write_stac_item(tmp_path / "item.json", bands, item_id="S2B_T33UUP_20230101_0_L2A")
+    data = json.loads(item.read_text())
+    data["assets"]["scl"] = {"href": "bands/SCL_20m.tif", "type": "image/tiff; application=geotiff", "roles": ["data"]}
+    item.write_text(json.dumps(data))
+    result = scanner.scan(item)
+    assert result.plan.quality is not None and "SCL_20m.tif" in result.plan.quality.mask.origin
+    box = tuple(np.round(truth.boxes[0].astype(float), 3))
+    assert dict(zip(map(tuple, np.round(result.detections.boxes, 3)), result.assessment.masked))[box] == 1.0
+
+
+def test_a_mask_in_another_crs_is_warped_onto_the_scene(tmp_path, scanner):
+    from rasterio.warp import calculate_default_transform, reproject
+
+    spec = SceneSpec(width=1000, height=1000, objects=4, seed=9)
+    scene = tmp_path / "scene.tif"
+    write_scene(scene, spec)
+    values = np.zeros((500, 500), np.uint8)
+    values[100:300, 150:400] = 1  # 20 % of the scene
+    aligned = _mask_file(tmp_path / "utm.tif", spec, values, 20.0)
+    with rasterio.open(aligned) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        warped = np.zeros((height, width), np.uint8)
+        reproject(rasterio.band(src, 1), warped, dst_transform=transform, dst_crs="EPSG:4326", resampling=rasterio.enums.Resampling.nearest)
+    with rasterio.open(tmp_path / "wgs84.tif", "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=transform, nodata=None) as dst:
+        dst.write(warped, 1)
+    direct = scanner.plan(scene, mask=str(aligned)).quality.mask
+    via = scanner.plan(scene, mask=str(tmp_path / "wgs84.tif")).quality.mask
+    assert direct.clear_share == pytest.approx(0.8)
+    # Warped twice (there and back) by nearest neighbour: the edges move by a cell at most.
+    assert via.clear_share == pytest.approx(0.8, abs=0.02)
+    assert (direct.masked != via.masked).mean() < 0.02

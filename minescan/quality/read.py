@@ -69,11 +69,37 @@ def _warp(path: str, width: int, height: int, transform, crs, what: str) -> tupl
         rows, cols = -(-height // factor), -(-width // factor)
         out = np.full((rows, cols), np.nan, np.float32)
         try:
-            reproject(rasterio.band(src, 1), out, dst_transform=transform * Affine.scale(factor), dst_crs=crs,
-                      dst_nodata=np.nan, resampling=Resampling.nearest)
+            if not _read_aligned(src, out, transform * Affine.scale(factor), crs):
+                reproject(rasterio.band(src, 1), out, dst_transform=transform * Affine.scale(factor), dst_crs=crs,
+                          dst_nodata=np.nan, resampling=Resampling.nearest)
         except (RasterioError, ValueError) as exc:
             raise MaskError(f"{what} {path}: cannot be laid over the scene ({str(exc).splitlines()[0]})") from exc
     return out, factor
+
+
+def _read_aligned(src, out: np.ndarray, grid, crs) -> bool:
+    """Read ``src`` straight into ``out`` when its pixels are the grid's cells (same CRS, size and whole-cell offset,
+    as an SCL layer over its product's 10 m bands); False when they are not, and a warp is needed.
+
+    Why not always warp: on a full tile's SCL (5490 x 5490 cells, JPEG 2000) the read took 0.15 s, the warp of the
+    same pixels 0.7 s (2-core EPYC, 2026-12-04).
+    """
+    from rasterio.windows import Window
+
+    t = src.transform
+    if src.crs != crs or not np.allclose((t.a, t.b, t.d, t.e), (grid.a, grid.b, grid.d, grid.e), rtol=0, atol=1e-9 * abs(grid.a)):
+        return False
+    col, row = (t.c - grid.c) / grid.a, (t.f - grid.f) / grid.e  # where the mask's first pixel lies on the grid
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return False
+    col, row = round(col), round(row)
+    top, left = max(row, 0), max(col, 0)
+    bottom, right = min(row + src.height, out.shape[0]), min(col + src.width, out.shape[1])
+    if bottom <= top or right <= left:
+        return True  # no overlap: every cell stays unknown
+    data = src.read(1, window=Window(left - col, top - row, right - left, bottom - top), masked=True)
+    out[top:bottom, left:right] = np.ma.filled(data.astype(np.float32), np.nan)
+    return True
 
 
 def scl_mask(path: str, width: int, height: int, transform, crs, classes: tuple[int, ...]) -> QualityMask:

@@ -15,7 +15,9 @@ read by URL whose hrefs are relative reads its bands through ``/vsicurl/``.
 A ``raster:bands`` entry's ``offset`` and ``scale`` (e.g. -0.1 and 0.0001 for
 Sentinel-2 L2A from baseline 04.00) give the DN offset, offset / scale; its
 ``nodata`` the nodata value (else Sentinel-2's 0).  The ``eo`` and ``raster``
-fields are read whether or not the item declares those extensions.
+fields are read whether or not the item declares those extensions.  An ``scl``
+asset (Sentinel-2 L2A's scene classification) becomes the scene's quality mask
+(:mod:`minescan.quality`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from rasterio.enums import ColorInterp
 
 from minescan.raster.sources.source import SENTINEL2_NODATA, Source, SourceError, first_line, safe_name
 from minescan.raster.sources.vrt import BandRef, stack_path, write_stack
+
+SCL_KEYS = ("scl", "scl_20m")  # Sentinel-2 L2A's scene classification asset (Earth Search, Planetary Computer: "SCL")
 
 if TYPE_CHECKING:
     import pystac
@@ -190,4 +194,6 @@ def resolve_stac(text: str, vrt_dir: Path) -> Source:
     stem = Path(urlparse(text).path).stem if is_url(text) else Path(text).stem
     product_id = safe_name(str(item.id or stem))
     vrt = write_stack(stack_path(vrt_dir, product_id, text), refs, nodata=nodata)
-    return Source(text, "stac", vrt, product_id, bands=(1, 2, 3), offset=offset, nodata=nodata)
+    scl = next((asset for key, asset in item.assets.items() if key.lower() in SCL_KEYS), None)
+    return Source(text, "stac", vrt, product_id, bands=(1, 2, 3), offset=offset, nodata=nodata,
+                  scl=gdal_href(scl.get_absolute_href() or scl.href, base) if scl is not None else None)
