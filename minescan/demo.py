@@ -122,13 +122,20 @@ def run_change_demo(out_dir: str | Path, *, seed: int | None = None, size: tuple
 
     from minescan.synthetic.pairs import PairSpec, write_pair
 
+    import shutil
+
     seed = seed if seed is not None else secrets.randbelow(2**31)
     width, height = size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in ("products", "last_week", "today"):  # the demo's own, from an earlier demo: a new pair every run
+        shutil.rmtree(out / folder, ignore_errors=True)
     print(f"generating two dates of a {width} x {height} px Sentinel-2-like L2A scene with clouds (seed {seed}) "
           f"-> {out / 'products'}")
-    files = write_pair(out / "products", PairSpec(base=MiningSpec(width=width, height=height, seed=seed)))
+    try:
+        files = write_pair(out / "products", PairSpec(base=MiningSpec(width=width, height=height, seed=seed)))
+    except ValueError as exc:  # a scene too small (or too crowded) for the changes a pair plans
+        raise DemoError(f"--size {width}x{height} (seed {seed}): {exc}; try a larger scene, e.g. --size 2048x2048") from None
     scanner = Scanner(shipped_model(precision))
     common = {"concessions": str(files.cadastre)}
     scanner.scan_many([files.before], out / "last_week", **common)

@@ -235,8 +235,11 @@ def line(index: int, total: int, report: SceneReport) -> str:
     classes = ", ".join(f"{k} {v}" for k, v in sorted(o.detections.items()))
     flag = f", FLAGGED: input shift {o.input_shift:.2f} > {o.shift_threshold:g}, unreliable" if o.flagged else ""
     gated = f", {o.gated} gated off" if o.gated else ""
-    return (f"{head} {o.tiles} tiles ({o.skipped} nodata{gated}), {sum(o.detections.values())} detections"
-            f"{f' ({classes})' if classes else ''}{flag}, {o.seconds:.1f} s -> {o.result}")
+    masked = f", {o.masked_tiles} masked" if o.masked_tiles else ""
+    clear = "" if o.clear_share is None else f", clear {o.clear_share:.0%}" + (
+        f" ({o.masked_flagged} flagged as mostly masked)" if o.masked_flagged else "")
+    return (f"{head} {o.tiles} tiles ({o.skipped} nodata{gated}{masked}), {sum(o.detections.values())} detections"
+            f"{f' ({classes})' if classes else ''}{flag}{clear}, {o.seconds:.1f} s -> {o.result}")
 
 
 def _interrupt(signum, frame) -> None:

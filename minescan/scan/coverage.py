@@ -78,7 +78,7 @@ class Coverage:
 
     def merge(self, other: "Coverage") -> None:
         """Take in another part's map of the same scene (a split scene's parts: :mod:`minescan.scan.split`)."""
-        np.minimum(self.state, other.state, out=self.state)
+        self.state = np.minimum(self.state, other.state)  # a new array: a part sent back by Ray arrives read-only
 
     @property
     def final(self) -> np.ndarray:
