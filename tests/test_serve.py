@@ -255,6 +255,11 @@ def _malformed(server: Server, site) -> list[tuple[str, httpx.Response]]:
         ("unknown option", lambda: post(f"{server.url}/v1/scans", json={"scene": "scene.tif", "options": {"tiles": 3}})),
         ("option out of range", lambda: post(f"{server.url}/v1/scans", json={"scene": "scene.tif", "options": {"score_threshold": 7}})),
         ("missing scene", lambda: post(f"{server.url}/v1/scans", json={"scene": "nothing.tif"})),
+        ("concessions outside the root", lambda: post(f"{server.url}/v1/scans", json={"scene": "scene.tif",
+                                                                                     "options": {"concessions": "/etc/passwd"}})),
+        ("mask through ..", lambda: post(f"{server.url}/v1/scans", json={"scene": "scene.tif", "options": {"mask": "../token"}})),
+        ("mask classes out of range", lambda: post(f"{server.url}/v1/scans", json={"scene": "scene.tif",
+                                                                                  "options": {"mask_classes": [3, 12]}})),
         ("unknown job", lambda: httpx.get(f"{server.url}/v1/scans/0123", headers=AUTH)),
         ("no token", lambda: httpx.post(infer, json={"inputs": [good]})),
         ("wrong token", lambda: httpx.get(f"{server.url}/v2/models/squares", headers={"Authorization": "Bearer wrong"})),
@@ -264,7 +269,7 @@ def _malformed(server: Server, site) -> list[tuple[str, httpx.Response]]:
 
 def test_malformed_requests_are_4xx_json_errors_and_the_server_stays_ready(server, site):
     answered = []
-    for _ in range(8):  # 26 kinds x 8 = 208 requests
+    for _ in range(8):  # 29 kinds x 8 = 232 requests
         answered += _malformed(server, site)
     for name, response in answered:
         assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
@@ -273,6 +278,7 @@ def test_malformed_requests_are_4xx_json_errors_and_the_server_stays_ready(serve
     codes = {name: r.status_code for name, r in answered}
     assert codes["a 100 GB shape"] == 413 and codes["body over the limit"] == 413 and codes["unknown model"] == 404
     assert codes["symlink out of the root"] == 403 and codes["no token"] == 401 and codes["wrong token"] == 401
+    assert codes["concessions outside the root"] == 403 and codes["mask through .."] == 403
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # no token needed, still ready
     metrics = httpx.get(f"{server.url}/metrics", headers=AUTH).text
     assert float(_metric(metrics, 'minescan_request_errors_total{endpoint="infer"}')) >= 8 * 15

@@ -45,6 +45,9 @@ from minescan.serve.protocol import HEADER_LENGTH, Limits, ProtocolError, encode
 log = logging.getLogger("minescan.serve")
 
 
+PATH_OPTIONS = ("mask", "concessions")  # scan options naming files on the server: under the data root only
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """Everything ``minescan serve`` is told; defaults from :mod:`minescan.defaults`."""
@@ -242,7 +245,9 @@ def create_app(service: Service):
         return Response(content, headers=headers)
 
     async def submit(request: Any) -> Any:
-        from minescan.scan.plan import OPTION_NAMES, OptionError, ScanOptions
+        from minescan.errors import SettingError
+        from minescan.quality.settings import MASK_CHOICES
+        from minescan.scan.plan import OPTION_NAMES, ScanOptions
 
         body = await _body(request, min(settings.max_body, 1 << 20))
         try:
@@ -265,9 +270,13 @@ def create_app(service: Service):
             raise ProtocolError(f"unknown option {unknown[0][:40]!r}; known: {', '.join(sorted(allowed))}")
         if "gate_threshold" in options and service.scanners[model].gate is None:
             raise ProtocolError(f"option gate_threshold: model {model!r} has no gate (minescan serve --gate {model}=CLASSIFIER)")
+        for key in PATH_OPTIONS:  # files the scan reads: confined to the data root like the scene
+            value = options.get(key)
+            if value is not None and not (key == "mask" and value in MASK_CHOICES):
+                options[key] = str(confined(settings.data_root, value, what=f"options.{key}"))
         try:
             ScanOptions(**options)
-        except OptionError as exc:
+        except SettingError as exc:  # OptionError and the mask classes' check
             raise ProtocolError(f"option {exc}") from None
         except TypeError:
             raise ProtocolError("options have values of the wrong type") from None
