@@ -439,7 +439,7 @@ def draw_quicklook(base: np.ndarray, scale: float | tuple[float, float], boxes: 
     if highlight is not None:
         entries.append(("highlight", HIGHLIGHT, f"{highlight_label}: {len(np.asarray(highlight).reshape(-1, 4))}"))
     if masked is not None:
-        entries.append(("masked", None, f"masked (clouds, shadows...): {100 * (1 - masked.clear_share):.0f} %"))
+        entries.append(("masked", None, f"masked (clouds, shadows...); clear {100 * masked.clear_share:.0f} %"))
     entries.extend(extra)
     width, height = scene_size or (round(w / sx), round(h / sy))
     metres, north = map_geometry(crs, transform, width, height, w)
