@@ -63,7 +63,7 @@ def load_mask(setting: str | None, scl: str | None, classes: tuple[int, ...] | N
             if setting == "scl":
                 raise SettingError("mask", setting, "the input has no SCL layer (only Sentinel-2 L2A .SAFE products carry "
                                                     "one); give a mask raster instead")
-            return None, "none: the input carries no SCL layer (L1C, plain rasters: give a mask raster)"
+            return None, "the input carries no SCL layer (L1C, plain rasters: give a mask raster)"
         return scl_mask(scl, *geometry, classes or DEFAULT_MASKED), "product" if setting is None else "option"
     if classes is not None:
         raise SettingError("mask_classes", ",".join(map(str, classes)), f"select SCL classes; the mask {setting} is a "
