@@ -160,3 +160,20 @@ def test_a_change_demo_too_small_for_its_pair_says_so(tmp_path):
     done = _minescan("demo", "--change", "--size", "512x512", "--seed", "1", "--out-dir", tmp_path / "m", cwd=tmp_path)
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "--size 512x512 (seed 1):" in done.stderr and "try a larger scene" in done.stderr
+
+
+def test_a_single_scene_says_its_clear_share_and_what_lies_outside_concessions(morning, square_model, tmp_path):
+    folder, files, pair, _ = morning
+    done = _minescan("scan", files.after, "--model", square_model, "--out", tmp_path / "one.gpkg", "--concessions",
+                     files.cadastre, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "clear " in lines[1] and "detection(s) flagged" in lines[1]
+    meta, _, _, fields = pyogrio.raw.read(str(tmp_path / "one.gpkg"), layer=0)
+    column = dict(zip(meta["fields"], fields))
+    outside = {}
+    for label, inside in zip(column["class_label"], column["inside"]):
+        if inside == 0:
+            outside[label] = outside.get(label, 0) + 1
+    said = ", ".join(f"{k} {v}" for k, v in sorted(outside.items())) or "none"
+    assert lines[2].endswith(f"outside every concession: {said}") and outside.get("blue_square", 0) == 0

@@ -387,6 +387,14 @@ def run_scan(args: argparse.Namespace) -> int:
         f"{result.scene}: {result.tiles} tiles ({result.skipped} skipped as nodata{gated}), {len(result.detections)} detections{flag}, "
         f"{result.seconds:.1f} s, {result.tiles_per_second:.1f} tiles/s -> {args.out}"
     )
+    if plan.quality is not None:
+        print(f"{result.scene}: {result.quality_note()}")
+    if plan.concessions is not None:
+        from minescan.runs.batch import scene_context
+
+        outside = scene_context(result)["outside"] or {}
+        print(f"{result.scene}: outside every concession: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(outside.items())) or "none"))
     return 0
 
 
