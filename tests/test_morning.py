@@ -177,3 +177,17 @@ def test_a_single_scene_says_its_clear_share_and_what_lies_outside_concessions(m
             outside[label] = outside.get(label, 0) + 1
     said = ", ".join(f"{k} {v}" for k, v in sorted(outside.items())) or "none"
     assert lines[2].endswith(f"outside every concession: {said}") and outside.get("blue_square", 0) == 0
+
+
+def test_without_a_baseline_only_detections_outside_concessions_are_chipped(morning, square_model, tmp_path):
+    folder, files, _, _ = morning
+    done = _minescan("scan", files.after, "--model", square_model, "--out-dir", tmp_path / "plain", "--concessions",
+                     files.cadastre, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = next((tmp_path / "plain").glob("S2B_*.gpkg"))
+    meta, _, _, fields = pyogrio.raw.read(str(result), layer=0)
+    outside = int((dict(zip(meta["fields"], fields))["inside"] == 0).sum())
+    assert 0 < outside < len(fields[0])
+    assert len(list((tmp_path / "plain" / "chips").glob("site-*.png"))) == outside
+    report = (tmp_path / "plain" / "report.md").read_text()
+    assert f"## Detections outside every concession ({outside})" in report and "## Other detections" in report

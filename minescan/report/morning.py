@@ -173,7 +173,8 @@ def _chips(out_dir: Path, sites: Sequence[Site], scenes: Sequence[DoneScene], ba
            limit: int) -> dict[int, str]:
     """Chips of the first ``limit`` listed sites (index -> relative path): today's scene that shows the site (the one
     its detection came from, else the one whose footprint holds it) and the baseline's; a chip that cannot be made is
-    left out (the report still lists its site)."""
+    left out (the report still lists its site).  Without a baseline only detections outside every concession get one
+    (a plain run's hundreds of detections would cost a windowed read each for nothing asked)."""
     from minescan.errors import MinescanError
     from minescan.results.chips import write_chip
 
@@ -185,6 +186,8 @@ def _chips(out_dir: Path, sites: Sequence[Site], scenes: Sequence[DoneScene], ba
     for index, site in enumerate(sites):
         if len(made) >= limit:
             break
+        if baseline is None and not site.outside:
+            continue  # without a baseline only the alerts (detections outside every concession) are chipped
         after = next((source for name, _, _, source in today if name == site.scene), None) or _holding(site, today)
         before = _holding(site, befores)
         if after is None and before is None:
