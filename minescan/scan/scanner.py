@@ -117,8 +117,16 @@ class ScanResult(SceneOutcome):
         return self.assessment.columns(len(self.detections))["flagged"].astype(bool)
 
     def unobserved(self) -> tuple[np.ndarray, np.ndarray]:
-        """Polygons (scene CRS) of what the scan could not see and their reasons (:func:`~minescan.scan.assess.unobserved`)."""
-        return unobserved(self)
+        """Polygons (scene CRS) of what the scan could not see and their reasons (:func:`~minescan.scan.assess.unobserved`).
+
+        Outlined once per result (0.4 s for a full tile's clouds), however many formats it is written in (the
+        service and the demo write two); a result made with ``dataclasses.replace`` outlines its own.
+        """
+        cached = self.__dict__.get("_unobserved")
+        if cached is None:
+            cached = unobserved(self)
+            object.__setattr__(self, "_unobserved", cached)  # a cache beside the frozen fields, not a field
+        return cached
 
     def quality_note(self) -> str:
         """``clear 82 %, 3 tiles masked (not scanned), 2 detections flagged`` ('' without a mask)."""
